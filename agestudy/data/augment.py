@@ -1,0 +1,129 @@
+"""Augmentations on whole batches of uint8 tensors, random per sample.
+
+Working on a batch tensor instead of one PIL image at a time is what makes training
+fast on a CPU: one crop gather, one flip, one jitter per batch, no Python per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Inputs are scaled to roughly zero mean, unit variance with fixed constants, so the
+# same transform serves training, evaluation, external photos and input optimisation.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop: int = 88  # side of the (random / centre) crop
+    padding: int = 0  # zero padding added before the random crop, like RandomCrop(padding=)
+    flip: bool = True  # random horizontal flip
+    jitter: float = 0.0  # brightness/contrast/saturation jitter strength, 0 = off
+    random_crop: bool = True  # False: training uses the centre crop too (the Q7 ablation)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B x 3 x H x W, 0-255) -> normalised float."""
+    return images.float().div_(255.0).sub_(PIXEL_MEAN).div_(PIXEL_STD)
+
+
+def from_model_input(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of to_model_input, to float in [0, 1] (for display)."""
+    return (x * PIXEL_STD + PIXEL_MEAN).clamp(0, 1)
+
+
+def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    if crop > min(h, w):
+        raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return images[..., top : top + crop, left : left + crop]
+
+
+def random_crop(images: torch.Tensor, crop: int, padding: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random crop position per sample, gathered in a single indexing op."""
+    if padding:
+        images = F.pad(images, (padding, padding, padding, padding))
+    b, _, h, w = images.shape
+    if crop > min(h, w):
+        raise ValueError(f"crop {crop} is larger than the padded images ({h}x{w})")
+    top = torch.randint(0, h - crop + 1, (b,), generator=generator)
+    left = torch.randint(0, w - crop + 1, (b,), generator=generator)
+    offsets = torch.arange(crop)
+    rows = (top[:, None] + offsets)[:, :, None]  # B x crop x 1
+    cols = (left[:, None] + offsets)[:, None, :]  # B x 1 x crop
+    batch = torch.arange(b)[:, None, None]
+    # Advanced indexing around the channel slice yields B x crop x crop x C.
+    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
+    mask = torch.rand(images.shape[0], generator=generator) < p
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Light per-sample brightness, contrast and saturation jitter on float images in [0, 1]."""
+    b = x.shape[0]
+
+    def factors():
+        return 1.0 + strength * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+
+    x = x * factors()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * factors() + mean
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray) * factors() + gray
+    return x.clamp_(0, 1)
+
+
+def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training view of a uint8 batch -> normalised float batch (B x 3 x crop x crop)."""
+    if cfg.random_crop:
+        images = random_crop(images, cfg.crop, cfg.padding, generator)
+    else:
+        images = center_crop(images, cfg.crop)
+    if cfg.flip:
+        images = random_flip(images, generator)
+    if cfg.jitter > 0:
+        x = color_jitter(images.float().div_(255.0), cfg.jitter, generator)
+        return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
+    return to_model_input(images)
+
+
+def eval_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Evaluation view: the centre crop of the training crop size."""
+    return to_model_input(center_crop(images, cfg.crop))
+
+
+def save_augmentation_grid(images: torch.Tensor, cfg: AugmentConfig, path, n_versions: int = 5, seed: int = 0,
+                           title: str | None = None):
+    """The lab's ``plotdata(original=False)``: each original beside augmented versions of it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = torch.Generator().manual_seed(seed)
+    n = images.shape[0]
+    fig, axes = plt.subplots(n, n_versions + 1, figsize=(1.6 * (n_versions + 1), 1.7 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i].permute(1, 2, 0).numpy())
+        axes[i, 0].set_title("original", fontsize=8)
+        views = augment_batch(images[i : i + 1].expand(n_versions, -1, -1, -1).contiguous(), cfg, g)
+        for j in range(n_versions):
+            axes[i, j + 1].imshow(from_model_input(views[j]).permute(1, 2, 0).numpy())
+            axes[i, j + 1].set_title(f"augmented {j + 1}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"RandomCrop({cfg.crop}, padding={cfg.padding}), flip={cfg.flip}, jitter={cfg.jitter}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

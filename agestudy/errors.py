@@ -1,0 +1,27 @@
+"""User-facing errors: a one-line message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A mistake in what the user gave us (paths, options, data layout)."""
+
+
+def cli_entry(main):
+    """Wrap a CLI ``main(argv) -> int`` so user mistakes print one line and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

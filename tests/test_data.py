@@ -1,0 +1,217 @@
+"""The data layer: layout errors, skipped and converted files, the decode cache, splits, augmentation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agestudy.data import AugmentConfig, augment_batch, eval_batch, load_data, stratified_split
+from agestudy.data import cache as cache_module
+from agestudy.data.augment import center_crop, random_crop, save_augmentation_grid
+from agestudy.errors import UserError
+from agestudy.train import main as train_main
+from conftest import REPO, make_lab_tree, write_image
+
+
+# ----------------------------------------------------------------------------- bad layouts
+
+def test_missing_root(tmp_path, cache_dir):
+    with pytest.raises(UserError, match="data folder not found"):
+        load_data(tmp_path / "nope", cache_dir)
+
+
+def test_missing_split(lab_tree, cache_dir):
+    import shutil
+
+    shutil.rmtree(lab_tree / "test")
+    with pytest.raises(UserError, match="missing split folder .*test"):
+        load_data(lab_tree, cache_dir)
+
+
+def test_missing_label_folder(lab_tree, cache_dir):
+    import shutil
+
+    shutil.rmtree(lab_tree / "train" / "1")
+    with pytest.raises(UserError, match=r"missing label folder .*train/1"):
+        load_data(lab_tree, cache_dir)
+
+
+def test_class_without_images(lab_tree, cache_dir):
+    for f in (lab_tree / "test" / "0").iterdir():
+        f.unlink()
+    (lab_tree / "test" / "0" / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match=r"no images in .*test/0"):
+        load_data(lab_tree, cache_dir)
+
+
+def test_class_whose_images_are_all_unreadable(lab_tree, cache_dir):
+    for f in (lab_tree / "test" / "1").iterdir():
+        f.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="class has no images"):
+        load_data(lab_tree, cache_dir)
+
+
+def test_unknown_folders_are_listed_and_ignored(lab_tree, cache_dir, capsys):
+    (lab_tree / "valid").mkdir()
+    (lab_tree / "train" / "2").mkdir()
+    write_image(lab_tree / "train" / "2" / "x.png", 99)
+    data = load_data(lab_tree, cache_dir)
+    assert set(data.ignored) == {"valid/", "train/2"}
+    assert len(data.train) == 8  # the image in train/2 is not used
+    err = capsys.readouterr().err
+    assert "ignored 2 unknown entries" in err and "valid/" in err
+
+
+def test_cli_reports_bad_root_in_one_line_with_exit_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "agestudy.train", "--data", str(tmp_path / "missing")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'missing'}"]
+
+
+def test_cli_bad_option_value_exit_2(capsys):
+    assert train_main(["--epochs", "0", "--data", "whatever"]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- skipped and converted files
+
+def test_unreadable_files_are_skipped_and_counted(lab_tree, cache_dir, capsys):
+    good = lab_tree / "train" / "0" / "img_000.png"
+    (lab_tree / "train" / "0" / "empty.jpg").write_bytes(b"")
+    (lab_tree / "train" / "1" / "text.png").write_text("this is not a png")
+    truncated = lab_tree / "train" / "1" / "truncated.jpg"
+    write_image(truncated, 5, fmt="JPEG")
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    data = load_data(lab_tree, cache_dir)
+    report = data.reports["train"]
+    assert report.n_skipped == 3
+    assert len(data.train) == 8
+    assert not any("empty.jpg" in f or "truncated" in f for f in data.train.files)
+    assert "3 unreadable file(s) skipped" in capsys.readouterr().err
+    assert good.exists()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_other_modes_are_converted_to_rgb(lab_tree, cache_dir, mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    write_image(lab_tree / "train" / "0" / f"odd.{fmt.lower()}", 7, mode=mode, fmt=fmt)
+    data = load_data(lab_tree, cache_dir, verbose=False)
+    assert data.reports["train"].n_converted == 1
+    assert data.train.images.shape == (9, 3, 100, 100) and data.train.images.dtype == torch.uint8
+
+
+def test_other_sizes_are_resized(lab_tree, cache_dir):
+    write_image(lab_tree / "train" / "1" / "big.JPG", 8, size=(250, 180), fmt="JPEG")
+    write_image(lab_tree / "train" / "1" / "small.webp", 9, size=(40, 40), fmt="WEBP")
+    write_image(lab_tree / "train" / "1" / "bitmap.BMP", 10, fmt="BMP")  # 100x100 RGB: not converted
+    data = load_data(lab_tree, cache_dir, verbose=False)
+    assert data.reports["train"].n_converted == 2
+    assert len(data.train) == 11
+
+
+def test_exif_rotation_is_applied(lab_tree, cache_dir):
+    arr = np.zeros((100, 100, 3), dtype=np.uint8)
+    arr[:10, :, 0] = 255  # a red band at the top
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = lab_tree / "train" / "0" / "rotated.jpg"
+    im.save(path, exif=exif, quality=95)
+    data = load_data(lab_tree, cache_dir, verbose=False)
+    i = data.train.files.index("train/0/rotated.jpg")
+    img = data.train.images[i].numpy()
+    assert data.reports["train"].n_converted == 1
+    # upright, the red band is on the right edge instead of the top
+    assert img[0, :, -5:].mean() > 200 and img[0, :5, 40:60].mean() < 60
+
+
+# ----------------------------------------------------------------------------- decode cache
+
+def test_second_load_comes_from_cache_without_decoding(lab_tree, cache_dir, monkeypatch):
+    first = load_data(lab_tree, cache_dir, verbose=False)
+    assert not first.reports["train"].from_cache
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} again")
+
+    monkeypatch.setattr(cache_module, "decode_image", no_decoding)
+    second = load_data(lab_tree, cache_dir, verbose=False)
+    assert second.reports["train"].from_cache and second.reports["test"].from_cache
+    assert torch.equal(first.train.images, second.train.images)
+    assert first.fingerprint == second.fingerprint
+    assert first.train.files == second.train.files
+
+
+def test_changed_file_changes_the_fingerprint(lab_tree, cache_dir):
+    first = load_data(lab_tree, cache_dir, verbose=False)
+    target = lab_tree / "train" / "1" / "img_000.png"
+    write_image(target, 1234)
+    os.utime(target, ns=(1, 1))
+    second = load_data(lab_tree, cache_dir, verbose=False)
+    assert second.reports["train"].fingerprint != first.reports["train"].fingerprint
+    assert not second.reports["train"].from_cache
+    assert second.reports["test"].fingerprint == first.reports["test"].fingerprint
+
+
+# ----------------------------------------------------------------------------- validation split
+
+def test_stratified_split_is_deterministic_and_stratified():
+    labels = np.array([0] * 100 + [1] * 50)
+    train_a, val_a = stratified_split(labels, 0.1, seed=3)
+    train_b, val_b = stratified_split(labels, 0.1, seed=3)
+    _, val_c = stratified_split(labels, 0.1, seed=4)
+    assert np.array_equal(val_a, val_b) and np.array_equal(train_a, train_b)
+    assert not np.array_equal(val_a, val_c)
+    assert np.bincount(labels[val_a]).tolist() == [10, 5]
+    assert len(set(train_a) & set(val_a)) == 0 and len(train_a) + len(val_a) == 150
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def test_augmentation_is_random_per_sample():
+    torch.manual_seed(0)
+    one = torch.randint(0, 256, (1, 3, 100, 100), dtype=torch.uint8)
+    batch = one.expand(16, -1, -1, -1).contiguous()
+    out = augment_batch(batch, AugmentConfig(crop=80, padding=4, flip=True, jitter=0.2),
+                        torch.Generator().manual_seed(0))
+    assert out.shape == (16, 3, 80, 80) and out.dtype == torch.float32
+    distinct = {tuple(v.flatten()[:50].tolist()) for v in out}
+    assert len(distinct) >= 12  # identical inputs, (almost) all different views
+
+
+def test_random_crop_takes_real_windows():
+    images = torch.arange(2 * 3 * 10 * 10, dtype=torch.int64).reshape(2, 3, 10, 10)
+    crops = random_crop(images, 4, generator=torch.Generator().manual_seed(1))
+    for b in range(2):
+        found = [(t, l) for t in range(7) for l in range(7) if torch.equal(images[b, :, t:t + 4, l:l + 4], crops[b])]
+        assert len(found) == 1
+
+
+def test_padding_adds_zero_borders():
+    images = torch.full((64, 3, 20, 20), 200, dtype=torch.uint8)
+    crops = random_crop(images, 20, padding=6, generator=torch.Generator().manual_seed(0))
+    assert (crops == 0).any()  # some crops reach into the zero padding
+
+
+def test_eval_uses_the_centre_crop():
+    images = torch.randint(0, 256, (3, 3, 100, 100), dtype=torch.uint8)
+    cfg = AugmentConfig(crop=88)
+    a, b = eval_batch(images, cfg), eval_batch(images, cfg)
+    assert torch.equal(a, b) and a.shape == (3, 3, 88, 88)
+    assert torch.equal(center_crop(images, 88), images[..., 6:94, 6:94])
+
+
+def test_augmentation_grid_png(tmp_path):
+    images = torch.randint(0, 256, (3, 3, 100, 100), dtype=torch.uint8)
+    path = save_augmentation_grid(images, AugmentConfig(crop=80, padding=4), tmp_path / "aug.png", n_versions=4)
+    with Image.open(path) as im:
+        assert im.size[0] > 300 and im.size[1] > 200
