@@ -1,0 +1,60 @@
+"""An efficient residual CNN for 2-core CPUs, with width, depth and dropout knobs.
+
+Why it is fast: a strided stem shrinks the image 4x before any wide layer, so most
+work happens on small feature maps; BatchNorm lets it train with large learning rates;
+global average pooling keeps the classifier tiny (and makes the net crop-size agnostic).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with an identity shortcut (same channels, same size)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = conv_bn_relu(channels, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn2.weight)  # each block starts as the identity: stable early training
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.bn2(self.conv2(self.conv1(x))))
+
+
+class EfficientCNN(nn.Module):
+    def __init__(self, width: int = 32, depth: int = 1, dropout: float = 0.2, num_classes: int = 2):
+        super().__init__()
+        widths = [width, width * 2, width * 4, width * 8]
+        self.stem = nn.Sequential(
+            conv_bn_relu(3, width // 2, stride=2),  # c -> c/2
+            conv_bn_relu(width // 2, width, stride=2),  # -> c/4
+        )
+        stages = []
+        for i, channels in enumerate(widths):
+            # each stage after the first halves the map and doubles the channels
+            layers = [conv_bn_relu(widths[i - 1], channels, stride=2)] if i else []
+            layers += [ResidualBlock(channels) for _ in range(depth)]
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(widths[-1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
