@@ -1,0 +1,105 @@
+"""Models, training and tracking, end to end on small synthetic data with a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agestudy.data import load_data
+from agestudy.models import MODELS, count_parameters, create_model
+from agestudy.errors import UserError
+from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
+
+TINY = dict(model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
+            evals_per_epoch=2, log_every=2, precision="fp32", val_fraction=0.2)
+
+EXPECTED_ARTIFACTS = {
+    "plots/learning_curve.png", "plots/roc.png", "plots/reliability.png", "plots/confusion.png",
+    "plots/misclassified.png", "plots/augmentations.png", "predictions/test_predictions.csv", "model/state_dict.pt", "model/config.json",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_gives_two_logits(name):
+    model = create_model(name, **({"crop": 64} if name == "baseline" else {}))
+    out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, 2)
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters()) > 1000
+
+
+def test_create_model_rejects_unknown_names_and_knobs():
+    with pytest.raises(UserError, match="unknown model"):
+        create_model("vgg99")
+    with pytest.raises(UserError, match="no option"):
+        create_model("efficient", colour="red")
+
+
+def test_resnet18_never_downloads_weights(tmp_path):
+    with pytest.raises(UserError, match="pretrained weights not found"):
+        create_model("resnet18", weights_path=str(tmp_path / "missing.pt"))
+
+
+def _all_artifacts(client, run_id, path=None):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _all_artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    assert data.synthetic
+    run_id, final = train_and_log(TrainConfig(**TINY), data, progress=False, tags={"agestudy.role": "train"})
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["agestudy.synthetic"] == "true"
+    assert run.data.tags["agestudy.data_fingerprint"] == data.fingerprint
+    assert run.data.params["data.fingerprint"] == data.fingerprint
+    assert "version.torch" in run.data.tags and run.data.tags["agestudy.device"] == "cpu"
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        history = client.get_metric_history(run_id, key)
+        steps = sorted(m.step for m in history)
+        assert len(steps) >= 3 and len(set(steps)) == len(steps), key
+    for key in ("test_accuracy", "test_balanced_accuracy", "test_roc_auc", "test_log_loss", "test_brier", "test_ece"):
+        assert key in run.data.metrics
+        assert run.data.metrics[key] == pytest.approx(final[key])
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert EXPECTED_ARTIFACTS <= set(_all_artifacts(client, run_id))
+
+    # the logged weights load back (tensors only) and reproduce the logged test predictions
+    model_dir = client.download_artifacts(run_id, "model", str(tmp_path / "dl"))
+    model, cfg = load_model(model_dir)
+    p1 = predict_proba(model, data.test.images, cfg.augment(), torch.device("cpu"))
+    csv = client.download_artifacts(run_id, "predictions/test_predictions.csv", str(tmp_path / "dl"))
+    rows = open(csv).read().splitlines()
+    assert rows[0] == "file,label,p0,p1" and len(rows) == len(data.test) + 1
+    logged_p1 = torch.tensor([float(r.rsplit(",", 1)[1]) for r in rows[1:]])
+    assert torch.allclose(p1, logged_p1, atol=1e-5)
+    acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
+    assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+
+
+def test_same_seed_same_metrics(synthetic_root, tracking, tmp_path):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "epochs": 1})
+    _, first = train_and_log(cfg, data, progress=False)
+    _, second = train_and_log(cfg, data, progress=False)
+    _, other_seed = train_and_log(TrainConfig(**{**TINY, "epochs": 1, "seed": 1}), data, progress=False)
+    for key in ("test_accuracy", "test_log_loss", "test_brier", "final_val_acc"):
+        assert first[key] == second[key], key
+    assert first["test_log_loss"] != other_seed["test_log_loss"]
+
+
+def test_failed_run_ends_failed_with_the_error(synthetic_root, tracking, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "lr": 1e30, "optimizer": "sgd", "epochs": 1})  # diverges to NaN/inf
+    with pytest.raises(FloatingPointError):
+        train_and_log(cfg, data, progress=False)
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test").experiment_id])
+    assert runs[0].info.status == "FAILED"
+    assert "FloatingPointError" in runs[0].data.tags["agestudy.error"]
