@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 
@@ -10,11 +11,17 @@ class UserError(Exception):
     """A mistake in what the user gave us (paths, options, data layout)."""
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cli_entry(main):
     """Wrap a CLI ``main(argv) -> int`` so user mistakes print one line and exit 2."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
+        # SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C: runs end KILLED, not left RUNNING
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return main(argv)
         except UserError as err:

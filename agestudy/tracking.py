@@ -19,7 +19,15 @@ STORE_DIR = Path("mlruns")
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    # timeout: several worker processes wait for SQLite's write lock instead of failing
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}?timeout=60"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -36,16 +44,17 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
     artifact_location = None
-    if uri.startswith("sqlite:///"):  # artifacts beside the database file, e.g. mlruns/artifacts
-        artifact_location = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    if db is not None:  # artifacts beside the database file, e.g. mlruns/artifacts
+        artifact_location = (db.parent / "artifacts").resolve().as_uri()
     try:
         experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:

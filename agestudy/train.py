@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from agestudy import device as devices
@@ -49,6 +50,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.998); 0 = off
     crop: int = 88
     padding: int = 4
     flip: bool = True
@@ -87,6 +89,7 @@ class TrainConfig:
             (0 <= self.jitter < 1, "jitter must be in [0, 1)"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
             (self.evals_per_epoch >= 1, "evals per epoch must be >= 1"),
+            (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
             (self.width >= 4 and self.depth >= 0, "width must be >= 4 and depth >= 0"),
         ]
         for ok, message in checks:
@@ -100,6 +103,7 @@ class FitResult:
     history: dict[str, list[tuple[int, float]]]
     best_val_acc: float
     final_val_acc: float
+    final_val_auc: float
     iterations: int
     train_seconds: float
     images_per_second: float
@@ -123,13 +127,14 @@ def predict_proba(model, images: torch.Tensor, cfg: AugmentConfig, device, preci
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate(model, subset: ImageSet, cfg: AugmentConfig, device, precision: str) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) on a split, centre crop."""
+def evaluate(model, subset: ImageSet, cfg: AugmentConfig, device, precision: str) -> dict[str, float]:
+    """Cross-entropy loss, accuracy and ROC AUC on a split (centre crop)."""
     p1 = predict_proba(model, subset.images, cfg, device, precision).double().clamp(1e-7, 1 - 1e-7)
     labels = subset.labels
     loss = -torch.where(labels == 1, p1.log(), (1 - p1).log()).mean().item()
     acc = ((p1 >= 0.5).long() == labels).double().mean().item()
-    return loss, acc
+    auc = float(roc_auc_score(labels.numpy(), p1.numpy())) if len(labels.unique()) == 2 else float("nan")
+    return {"loss": loss, "acc": acc, "auc": auc}
 
 
 # ----------------------------------------------------------------------------- training
@@ -190,13 +195,18 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         on_validation: Callable[[int, int, float], None] | None = None, progress: bool = True) -> FitResult:
     """Train a fresh model; validate ``evals_per_epoch`` times per epoch.
 
-    ``log(metrics, step)`` receives every curve point; ``on_validation(step, epoch, val_acc)``
+    ``log(metrics, step)`` receives every curve point; ``on_validation(step, epoch, {"acc", "auc", "loss"})``
     may raise to stop early (Optuna pruning).
     """
     device = devices.select_device(cfg.device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
+    # The averaged weights (BatchNorm statistics too) are smoother than the last step's:
+    # they are what we validate and keep.
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
+                                                use_buffers=True) if cfg.ema else None)
+    kept = ema.module if ema is not None else model
     precision = devices.choose_precision(model, device, cfg.crop, cfg.batch_size, cfg.precision)
     if len(train) < cfg.batch_size:
         raise UserError(f"only {len(train)} training images for batch size {cfg.batch_size}: lower --batch-size")
@@ -209,7 +219,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
 
     history: dict[str, list[tuple[int, float]]] = {}
     running = {"loss": 0.0, "acc": 0.0, "n": 0}
-    state = {"best": 0.0, "last": float("nan"), "first_75": None, "epoch": 0}
+    state = {"best": 0.0, "last": float("nan"), "last_auc": float("nan"), "first_75": None, "epoch": 0}
     start = time.perf_counter()
     eval_seconds = 0.0
 
@@ -220,6 +230,8 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
 
     def on_step(step: int, loss: float, acc: float):
         nonlocal eval_seconds
+        if ema is not None:
+            ema.update_parameters(model)
         running["loss"] += loss
         running["acc"] += acc
         running["n"] += 1
@@ -235,16 +247,18 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         in_epoch = step - state["epoch"] * steps_per_epoch
         if val is not None and len(val) and in_epoch in eval_points:
             t0 = time.perf_counter()
-            val_loss, val_acc = evaluate(model, val, augment, device, precision)
+            scores = evaluate(kept, val, augment, device, precision)
+            val_acc = scores["acc"]
             model.train()
             eval_seconds += time.perf_counter() - t0
             state["last"] = val_acc
             state["best"] = max(state["best"], val_acc)
             if state["first_75"] is None and val_acc >= 0.75:
                 state["first_75"] = (step, time.perf_counter() - start)
-            record({"val_loss": val_loss, "val_acc": val_acc}, step)
+            state["last_auc"] = scores["auc"]
+            record({"val_loss": scores["loss"], "val_acc": val_acc, "val_auc": scores["auc"]}, step)
             if on_validation is not None:
-                on_validation(step, state["epoch"], val_acc)
+                on_validation(step, state["epoch"], scores)
 
     step = 0
     bar = None
@@ -260,10 +274,11 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
     seconds = time.perf_counter() - start
     train_seconds = seconds - eval_seconds
     return FitResult(
-        model=model,
+        model=kept,
         history=history,
         best_val_acc=state["best"],
         final_val_acc=state["last"],
+        final_val_auc=state["last_auc"],
         iterations=step,
         train_seconds=seconds,
         images_per_second=step * cfg.batch_size / max(train_seconds, 1e-9),
@@ -335,8 +350,10 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
 
 
 def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, tags: dict | None = None,
-                  nested: bool = False, on_validation=None, progress: bool = True) -> tuple[str, dict]:
-    """Train, evaluate on test/, and log everything to one MLflow run; returns (run_id, final metrics).
+                  parent_run_id: str | None = None, on_validation=None, on_run_start=None, test: bool = True,
+                  progress: bool = True) -> tuple[str, dict]:
+    """Train, evaluate on test/ (unless ``test=False``: tuning trials never look at it), and log
+    everything to one MLflow run; returns (run_id, final metrics).
 
     The run ends FINISHED, KILLED (interrupted, pruned) or FAILED (error), never left RUNNING.
     """
@@ -348,8 +365,12 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     cfg.validate()
     device = devices.select_device(cfg.device)
     train, val = (data.train.split(cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else (data.train, None))
-    with mlflow.start_run(run_name=run_name, nested=nested) as run:
+    # the parent link as a plain tag: the parent may live in another process or be finished (resume)
+    link = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+    with mlflow.start_run(run_name=run_name, tags=link) as run:
         run_id = run.info.run_id
+        if on_run_start is not None:
+            on_run_start(run_id)
         mlflow.log_params({**asdict(cfg), **data_params(data), "data.n_train_used": len(train),
                            "data.n_val": len(val) if val is not None else 0})
         mlflow.set_tags({"agestudy.synthetic": str(data.synthetic).lower(),
@@ -370,12 +391,14 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 "n_parameters": count_parameters(result.model),
             }
             if val is not None:
-                final.update(best_val_acc=result.best_val_acc, final_val_acc=result.final_val_acc)
+                final.update(best_val_acc=result.best_val_acc, final_val_acc=result.final_val_acc,
+                             final_val_auc=result.final_val_auc)
             if result.first_75:
                 final.update(first_val_acc75_step=result.first_75[0], first_val_acc75_seconds=result.first_75[1])
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
-                final.update(log_test_evaluation(result.model, data, cfg, device, precision, out))
+                if test:
+                    final.update(log_test_evaluation(result.model, data, cfg, device, precision, out))
                 M.plot_learning_curve(result.history, out / "plots" / "learning_curve.png",
                                       title=f"Learning curves ({cfg.model})")
                 save_model(result.model, cfg, out)
