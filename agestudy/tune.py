@@ -1,0 +1,450 @@
+"""The main job: an Optuna study over training options, every trial an MLflow run, then a final refit.
+
+    python -m agestudy.tune                                  # studies/default.toml on the default data
+    python -m agestudy.tune --study quick --n-trials 4
+    python -m agestudy.tune --workers 2                      # two processes on one study
+    python -m agestudy.tune --storage postgresql://u:p@host/db --tracking-uri http://host:5000   # several machines
+
+Flow: load and check the study file -> load the data (decoded once) -> open or resume the
+Optuna study -> fail the trials of dead workers -> one MLflow parent run for the study ->
+trials as child runs (pruned on validation accuracy) -> study plots and trial table on the
+parent run -> retrain the best configuration on all of train/ and measure it on test/
+(the run tagged ``agestudy.role=final``, which the report uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from agestudy import device as devices
+from agestudy.data import LabData, load_data, resolve_data_root
+from agestudy.errors import UserError, cli_entry
+from agestudy.studies import OBJECTIVES, StudySpec, load_study
+
+STORAGE_DIR = Path("mlruns") / "optuna"
+RUN_ID_ATTR = "mlflow_run_id"
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+# ----------------------------------------------------------------------------- Optuna pieces
+
+def default_storage_url(spec: StudySpec) -> str:
+    return str((STORAGE_DIR / f"{spec.name}.journal").resolve())
+
+
+def open_storage(url: str):
+    """An RDB URL (postgresql://, mysql://, sqlite://) with heartbeats, else a journal file."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in url:
+        engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            engine_kwargs["connect_args"] = {"timeout": 120}  # wait for a lock instead of failing
+        try:
+            # heartbeats let a worker on any machine notice a trial whose worker died
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=20, grace_period=60)
+        except Exception as err:  # noqa: BLE001 - a wrong URL or an unreachable server is the user's to fix
+            raise UserError(f"cannot open the study storage {url}: {str(err).splitlines()[0]}") from None
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one append-only file, safe for several processes on one machine (file locks)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def create_sampler(spec: StudySpec):
+    import optuna
+
+    s = spec.sampler
+    if s["type"] == "random":
+        return optuna.samplers.RandomSampler(seed=s.get("seed"))
+    return optuna.samplers.TPESampler(seed=s.get("seed"), n_startup_trials=s.get("n_startup_trials", 5),
+                                      multivariate=s.get("multivariate", True))
+
+
+def create_pruner(spec: StudySpec):
+    import optuna
+
+    p = spec.pruner
+    if p["type"] == "none":
+        return optuna.pruners.NopPruner()
+    if p["type"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.get("min_resource", 2),
+                                              reduction_factor=p.get("reduction_factor", 3))
+    return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 3),
+                                       n_warmup_steps=p.get("n_warmup_steps", 2))
+
+
+def open_study(spec: StudySpec, storage_url: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=spec.name, storage=open_storage(storage_url), direction="maximize",
+                               sampler=create_sampler(spec), pruner=create_pruner(spec), load_if_exists=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Mark as FAILED the RUNNING trials whose worker process on this machine is gone.
+
+    RDB storages also do this by heartbeat for workers on other machines.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    failed = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("worker_host") == host and not _process_alive(int(attrs.get("worker_pid", -1))):
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (stale trial)")
+                failed.append(trial.number)
+            except Exception:  # noqa: BLE001 - another worker got there first
+                pass
+    return failed
+
+
+def close_orphan_runs(study) -> list[str]:
+    """MLflow runs of failed trials that were left RUNNING (worker killed) end as FAILED."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    client, closed = MlflowClient(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if not run_id:
+            continue
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - run deleted by hand
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(run_id, "agestudy.error", trial.user_attrs.get("fail_reason", "worker died"))
+            client.set_terminated(run_id, status="FAILED")
+            closed.append(run_id)
+    return closed
+
+
+# ----------------------------------------------------------------------------- trials
+
+def objective_value(spec: StudySpec, scores: dict) -> float:
+    return scores["auc"] if spec.objective == "val_auc" else scores["acc"]
+
+
+def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress: bool):
+    import optuna
+
+    from agestudy.train import train_and_log
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker_host", socket.gethostname())
+        trial.set_user_attr("worker_pid", os.getpid())
+        values = {p.name: p.suggest(trial) for p in spec.space}
+        cfg = spec.trial_config(values)
+        state = {"evals": 0, "value": float("nan"), "epochs": 0}
+
+        def on_validation(step, epoch, scores):
+            state["evals"] += 1
+            state["value"] = objective_value(spec, scores)
+            state["epochs"] = epoch + 1
+            # report once per validation; the step is the validation index, comparable across batch sizes
+            trial.report(state["value"], state["evals"])
+            if trial.should_prune():
+                trial.set_user_attr("epochs_done", state["epochs"])
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({spec.objective} {state['value']:.4f})")
+
+        tags = {"agestudy.role": "trial", "agestudy.study": spec.name, "agestudy.trial": str(trial.number)}
+        train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
+                      parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
+                      on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
+        trial.set_user_attr("epochs_done", cfg.epochs)
+        trial.set_user_attr("epochs_planned", cfg.epochs)
+        return state["value"]
+
+    return objective
+
+
+def run_worker(spec: StudySpec, storage_url: str, data: LabData, parent_run_id: str, n_trials: int,
+               timeout: float | None, progress: bool) -> None:
+    """Run trials until the study holds ``n_trials`` finished (complete or pruned) ones."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = open_study(spec, storage_url)
+    if _finished_count(study) >= n_trials:
+        return
+    failures_at_start = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+    def stop_when_done(study, trial):
+        # failed trials do not count towards the target, but endless failures stop the study
+        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failures_at_start
+        if _finished_count(study) >= n_trials or failed >= max(3, n_trials):
+            study.stop()
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study.optimize(make_objective(spec, data, parent_run_id, progress), timeout=timeout,
+                   callbacks=[stop_when_done], catch=(Exception,), gc_after_trial=True)
+
+
+def _finished_count(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+# ----------------------------------------------------------------------------- study summary and refit
+
+def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
+    """The study's MLflow parent run: created once, found again on resume."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            client.get_run(run_id)
+            return run_id
+        except Exception:  # noqa: BLE001 - the run store changed: start a new parent
+            pass
+    shown_storage = storage_url.split("@")[-1] if "://" in storage_url else storage_url  # no password in tags
+    tags = {
+        "agestudy.role": "study", "agestudy.study": spec.name, "agestudy.storage": shown_storage,
+        "agestudy.sampler": json.dumps(spec.sampler), "agestudy.pruner": json.dumps(spec.pruner),
+        "agestudy.objective": spec.objective, "agestudy.synthetic": str(data.synthetic).lower(),
+        "agestudy.data_fingerprint": data.fingerprint,
+    }
+    with mlflow.start_run(run_name=f"study-{spec.name}", tags=tags) as run:
+        mlflow.log_params({"study.file": str(spec.path), "study.n_trials": spec.n_trials,
+                           "study.space": json.dumps([p.__dict__ for p in spec.space])[:6000],
+                           "study.fixed": json.dumps(spec.fixed)[:6000]})
+        run_id = run.info.run_id
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
+    """Plots and a trial table on the parent run; returns the pruning figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ov
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    planned = sum(t.user_attrs.get("epochs_planned", spec.trial_config(t.params).epochs)
+                  for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    done = sum(t.user_attrs.get("epochs_done", 0) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    summary = {
+        "n_trials_complete": len(complete),
+        "n_trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "n_trials_failed": sum(t.state == TrialState.FAIL for t in trials),
+        "pruning_epochs_saved_fraction": 1 - done / planned if planned else 0.0,
+    }
+    if complete:
+        summary["best_value"] = study.best_value
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=parent_run_id):
+        out = Path(tmp)
+        plots = {"optimization_history.png": lambda: ov.plot_optimization_history(study)}
+        searched = sorted({k for t in complete for k in t.params})
+        if len(complete) >= 2 and searched:
+            plots["slice.png"] = lambda: ov.plot_slice(study)
+            plots["param_importances.png"] = lambda: ov.plot_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=0))
+        for name, make in plots.items():
+            try:
+                ax = make()
+                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+                fig.set_size_inches(max(6, 3.2 * max(1, len(searched))) if name == "slice.png" else 7, 4.5)
+                fig.tight_layout()
+                fig.savefig(out / name, dpi=100)
+                plt.close("all")
+            except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
+                warnings.warn(f"could not draw {name}: {err}")
+        if len(complete) >= 2 and searched:
+            try:
+                importances = optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+                (out / "param_importances.json").write_text(json.dumps(importances, indent=2))
+            except Exception as err:  # noqa: BLE001
+                warnings.warn(f"could not compute parameter importances: {err}")
+        table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+        table.to_csv(out / "trials.csv", index=False)
+        mlflow.log_artifacts(str(out), artifact_path="study")
+        mlflow.log_metrics(summary)
+    return summary
+
+
+def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progress: bool) -> tuple[str, dict]:
+    """Retrain the best trial's configuration on all of train/ and measure it on test/."""
+    from mlflow.tracking import MlflowClient
+
+    from agestudy.train import train_and_log
+
+    best = study.best_trial
+    client = MlflowClient()
+    existing = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.`agestudy.role` = 'final' and tags.`agestudy.study` = '{spec.name}' "
+                      f"and tags.`agestudy.best_trial` = '{best.number}' and attributes.status = 'FINISHED'",
+        max_results=1)
+    if existing:  # resumed with nothing new: keep the final run we have
+        return existing[0].info.run_id, dict(existing[0].data.metrics)
+    cfg = spec.refit_config(best.params)
+    tags = {"agestudy.role": "final", "agestudy.study": spec.name, "agestudy.best_trial": str(best.number),
+            "agestudy.best_trial_run": best.user_attrs.get(RUN_ID_ATTR, "")}
+    return train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags, parent_run_id=parent_run_id,
+                         progress=progress)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agestudy.tune",
+        description="Run an Optuna study (a TOML file in studies/) over training options. Every trial is an MLflow "
+                    "child run of one study run; unpromising trials are pruned; the best configuration is then "
+                    "retrained on all of train/ and measured on test/ (MLflow tag agestudy.role=final). Running "
+                    "the same command again resumes the same study.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Data: --data, else $AGESTUDY_DATA, else ./data, else the built-in SYNTHETIC demo data.\n"
+               "Study storage: a journal file mlruns/optuna/NAME.journal unless --storage is given "
+               "(postgresql://... to share a study between machines).",
+    )
+    parser.add_argument("--study", help="study file or name of a shipped study (default: studies/default.toml)")
+    parser.add_argument("--data", help="folder with train/{0,1} and test/{0,1}")
+    parser.add_argument("--n-trials", type=int, help="total finished trials wanted in the study (default: the file's)")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds per worker")
+    parser.add_argument("--workers", type=int, default=1, help="processes working on the study on this machine")
+    parser.add_argument("--storage", help="Optuna storage URL or journal file path")
+    parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlruns/mlflow.db or "
+                                               "$MLFLOW_TRACKING_URI)")
+    parser.add_argument("--experiment", default="agestudy", help="MLflow experiment name")
+    parser.add_argument("--cache-dir", help="decode cache folder (default ~/.cache/agestudy)")
+    parser.add_argument("--no-refit", action="store_true", help="skip the final retraining")
+    parser.add_argument("--external", help="folder of outside photos (optionally in 0/ and 1/) for question 10")
+    parser.add_argument("--no-analyze", action="store_true", help="skip the analyses of the final run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--worker-of", help=argparse.SUPPRESS)  # internal: parent run id of a spawned worker
+    return parser
+
+
+def _spawn_workers(args, k: int, storage_url: str, root: Path, parent_run_id: str, n_trials: int):
+    threads = max(1, devices.available_cores() // k)
+    env = {**os.environ, "AGESTUDY_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "agestudy.tune", "--study", str(args.study_path), "--data", str(root),
+           "--storage", storage_url, "--experiment", args.experiment, "--n-trials", str(n_trials),
+           "--worker-of", parent_run_id, "--quiet"]
+    if args.tracking_uri:
+        cmd += ["--tracking-uri", args.tracking_uri]
+    if args.cache_dir:
+        cmd += ["--cache-dir", args.cache_dir]
+    if args.timeout:
+        cmd += ["--timeout", str(args.timeout)]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(k)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    if any(codes):
+        print(f"[tune] worker exit codes: {codes}", file=sys.stderr)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = load_study(args.study)
+    args.study_path = spec.path
+    from agestudy.analyses import check_external
+
+    check_external(args.external)  # a bad path fails now, not after an hour of training
+    n_trials = args.n_trials or spec.n_trials
+    if n_trials < 1 or args.workers < 1:
+        raise UserError("--n-trials and --workers must be >= 1")
+    timeout = args.timeout or spec.timeout
+    devices.configure_threads()
+    from agestudy.tracking import resolve_tracking_uri, setup_tracking
+
+    root = resolve_data_root(args.data, args.cache_dir)
+    data = load_data(root, args.cache_dir, progress=not args.quiet, verbose=not args.worker_of)
+    setup_tracking(args.tracking_uri, args.experiment)
+    storage_url = args.storage or default_storage_url(spec)
+
+    if args.worker_of:  # a spawned worker: trials only
+        run_worker(spec, storage_url, data, args.worker_of, n_trials, timeout, progress=False)
+        return 0
+
+    study = open_study(spec, storage_url)
+    stale = fail_dead_trials(study)
+    closed = close_orphan_runs(study)
+    if stale or closed:
+        print(f"[tune] resumed: {len(stale)} stale trial(s) marked failed, {len(closed)} orphan run(s) closed",
+              file=sys.stderr)
+    parent_run_id = parent_run(study, spec, storage_url, data)
+    already = _finished_count(study)
+    print(f"[tune] study {spec.name!r} ({spec.path}): {already} finished trial(s) so far, target {n_trials}; "
+          f"objective {OBJECTIVES[spec.objective]}; storage {storage_url}", file=sys.stderr)
+    start = time.perf_counter()
+    if args.workers == 1:
+        run_worker(spec, storage_url, data, parent_run_id, n_trials, timeout, progress=not args.quiet)
+    else:
+        _spawn_workers(args, args.workers, storage_url, root, parent_run_id, n_trials)
+    study = open_study(spec, storage_url)
+    summary = summarize_study(study, spec, parent_run_id)
+    print(f"[tune] {summary['n_trials_complete']} complete, {summary['n_trials_pruned']} pruned, "
+          f"{summary['n_trials_failed']} failed; pruning saved {summary['pruning_epochs_saved_fraction']:.0%} "
+          f"of the epochs; {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if summary["n_trials_complete"] == 0:
+        raise UserError("no trial completed, so there is nothing to refit (see the failed runs in MLflow)")
+    print(f"[tune] best trial #{study.best_trial.number}: {OBJECTIVES[spec.objective]} {study.best_value:.4f} "
+          f"with {study.best_trial.params}", file=sys.stderr)
+    if not args.no_refit:
+        run_id, final = refit_best(study, spec, data, parent_run_id, progress=not args.quiet)
+        print(f"final run {run_id} ({resolve_tracking_uri(args.tracking_uri)}): test accuracy "
+              f"{final['test_accuracy']:.4f}, ROC AUC {final['test_roc_auc']:.4f}")
+        if not args.no_analyze:
+            from agestudy.analyses import run_analyses
+
+            outcome = run_analyses(run_id, external=args.external, data=data, cache_dir=args.cache_dir,
+                                   progress=not args.quiet)
+            if outcome["failed"]:
+                print(f"[tune] analyses that failed: {', '.join(outcome['failed'])} (see the analysis run "
+                      f"{outcome['analysis_run_id']})", file=sys.stderr)
+    if data.synthetic:
+        print("*** this study ran on SYNTHETIC demo data: its numbers say nothing about real faces ***")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Optuna studies end to end: study files, parent/child runs, pruning, failures, refit, kill -9, workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agestudy.errors import UserError
+from agestudy.studies import load_study
+from conftest import REPO
+
+# Tiny trials: 3 epochs of a width-8 network on 64x64 crops of the small synthetic set.
+TEST_STUDY = """
+[study]
+name = "{name}"
+objective = "val_acc"
+n_trials = {n_trials}
+
+[sampler]
+type = "random"
+seed = 0
+
+[pruner]
+type = "median"
+n_startup_trials = 2
+n_warmup_steps = 0
+
+[fixed]
+model = "efficient"
+width = 8
+epochs = {epochs}
+batch_size = 16
+crop = 64
+padding = 2
+evals_per_epoch = 2
+val_fraction = 0.25
+optimizer = "sgd"
+
+[space.lr]
+type = "categorical"
+choices = [0.05, 1e-9, 1e30]
+
+[refit]
+epochs = 2
+"""
+
+
+def write_study(tmp_path: Path, name="t", n_trials=4, epochs=3) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TEST_STUDY.format(name=name, n_trials=n_trials, epochs=epochs))
+    return path
+
+
+def tune_cmd(study: Path, data: Path, tmp_path: Path, *extra) -> list[str]:
+    return [sys.executable, "-m", "agestudy.tune", "--study", str(study), "--data", str(data),
+            "--cache-dir", str(tmp_path / "cache"), "--experiment", "test", "--quiet", *extra]
+
+
+def env_for(tmp_path: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "AGESTUDY_THREADS": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}?timeout=60"}
+
+
+def runs_of(tmp_path: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("test")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def journal(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "mlruns" / "optuna" / f"{name}.journal"
+
+
+def load(study_path: Path, storage: str):
+    from agestudy.tune import open_study
+
+    return open_study(load_study(study_path), storage)
+
+
+# ----------------------------------------------------------------------------- study files
+
+@pytest.mark.parametrize("name", ["default", "quick", "augmentation", "hyperparams"])
+def test_shipped_studies_load(name):
+    spec = load_study(name)
+    assert spec.name == name and spec.space
+    spec.trial_config({p.name: (p.choices[0] if p.choices else p.low) for p in spec.space}).validate()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[study]\nnmae = 'x'\n", "unknown key"),
+    ("[space.lr]\ntype = 'float'\nlow = 0.1\nhigh = 0.01\n", "must be below high"),
+    ("[space.lr]\ntype = 'float'\nlow = 0\nhigh = 0.1\nlog = true\n", "log range needs low > 0"),
+    ("[space.colour]\ntype = 'categorical'\nchoices = ['red']\n", "not a searchable training option"),
+    ("[fixed]\nepochs = 'ten'\n", "should be of type int"),
+    ("[pruner]\ntype = 'sometimes'\n", "pruner type"),
+    ("[space.dropout]\ntype = 'float'\nlow = 0.2\nhigh = 1.5\n", "dropout must be in"),
+    ("[study\n", "not valid TOML"),
+])
+def test_bad_study_files_are_refused_before_training(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_study(path)
+
+
+def test_missing_study_file_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "agestudy.tune", "--study", str(tmp_path / "nope.toml")],
+                          capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "study file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- a whole study
+
+def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
+    from optuna.trial import TrialState
+
+    study_path = write_study(tmp_path, "full", n_trials=4)
+    storage = str(journal(tmp_path, "full"))
+    study = load(study_path, storage)
+    # fixed first trials make the outcome certain: two good ones, one that cannot learn
+    # (pruned against their median), one whose loss explodes (failed)
+    for lr in (0.05, 0.05, 1e-9, 1e30):
+        study.enqueue_trial({"lr": lr})
+    proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--n-trials", "4"),
+                          capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    study = load(study_path, storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == states[1] == TrialState.COMPLETE
+    assert states[2] == TrialState.PRUNED
+    assert states[3] == TrialState.FAIL
+
+    client, runs = runs_of(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("agestudy.role") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["agestudy.study"] == "full" and "agestudy.sampler" in parent.data.tags
+    children = [r for r in runs if r.data.tags.get("agestudy.role") == "trial"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    by_trial = {int(r.data.tags["agestudy.trial"]): r for r in children}
+    assert sorted(by_trial) == sorted(t.number for t in study.trials)  # one child run per trial
+    for trial in study.trials:
+        assert trial.user_attrs["mlflow_run_id"] == by_trial[trial.number].info.run_id
+    assert by_trial[0].info.status == "FINISHED"
+    assert by_trial[2].info.status == "KILLED" and by_trial[2].data.tags["agestudy.pruned"] == "true"
+    assert by_trial[3].info.status == "FAILED" and "FloatingPointError" in by_trial[3].data.tags["agestudy.error"]
+    assert "test_accuracy" not in by_trial[0].data.metrics  # trials never look at test/
+    assert len(client.get_metric_history(by_trial[0].info.run_id, "val_acc")) == 6
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/optimization_history.png", "study/slice.png", "study/param_importances.png",
+            "study/trials.csv"} <= artifacts
+    assert 0 < parent.data.metrics["pruning_epochs_saved_fraction"] < 1
+
+    finals = [r for r in runs if r.data.tags.get("agestudy.role") == "final"]
+    assert len(finals) == 1 and finals[0].info.status == "FINISHED"
+    assert finals[0].data.params["val_fraction"] == "0.0" and "test_accuracy" in finals[0].data.metrics
+    assert finals[0].data.tags["agestudy.best_trial"] in ("0", "1")
+    # the tuner analysed its final run (questions 1-12's evidence, logged to a child run)
+    analysis = client.get_run(finals[0].data.tags["agestudy.analysis_run"])
+    assert analysis.data.tags["agestudy.role"] == "analysis"
+    assert "q8_centre_accuracy" in analysis.data.metrics
+
+    # running the same command again resumes: no new trial, no second final run
+    proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--n-trials", "4"),
+                          capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(load(study_path, storage).trials) == 4
+    _, runs = runs_of(tmp_path)
+    assert sum(r.data.tags.get("agestudy.role") == "final" for r in runs) == 1
+    assert sum(r.data.tags.get("agestudy.role") == "study" for r in runs) == 1
+
+
+# ----------------------------------------------------------------------------- crashes and workers
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_loses_no_completed_trial(synthetic_root, tmp_path):
+    from optuna.trial import TrialState
+
+    study_path = write_study(tmp_path, "crash", n_trials=3, epochs=12)
+    storage = str(journal(tmp_path, "crash"))
+    for _ in range(3):
+        load(study_path, storage).enqueue_trial({"lr": 0.05})
+    proc = subprocess.Popen(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--no-refit"),
+                            env=env_for(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def second_trial_running():
+        if not journal(tmp_path, "crash").exists():
+            return False
+        trials = load(study_path, storage).trials
+        return (len(trials) >= 2 and trials[0].state == TrialState.COMPLETE
+                and trials[1].state == TrialState.RUNNING and "mlflow_run_id" in trials[1].user_attrs)
+
+    try:
+        _wait_for(second_trial_running, 600, "a completed trial and a running one")
+        time.sleep(2)  # well inside the second trial
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = load(study_path, storage).trials
+    assert before[0].state == TrialState.COMPLETE and before[1].state == TrialState.RUNNING
+    killed_run = before[1].user_attrs["mlflow_run_id"]
+
+    proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--no-refit",
+                                   "--n-trials", "2"),
+                          capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 stale trial(s) marked failed" in proc.stderr
+    after = load(study_path, storage).trials
+    assert after[0].state == TrialState.COMPLETE and after[0].value == before[0].value  # nothing lost
+    assert after[1].state == TrialState.FAIL
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 2
+    client, _ = runs_of(tmp_path)
+    assert client.get_run(killed_run).info.status == "FAILED"
+
+
+def test_two_workers_share_one_study(synthetic_root, tmp_path):
+    from optuna.trial import TrialState
+
+    study_path = write_study(tmp_path, "pair", n_trials=4, epochs=2)
+    storage = str(journal(tmp_path, "pair"))
+    for _ in range(4):
+        load(study_path, storage).enqueue_trial({"lr": 0.05})
+    proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--workers", "2",
+                                   "--no-refit"),
+                          capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "locked" not in proc.stderr
+    trials = load(study_path, storage).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4 and not [t for t in trials if t.state == TrialState.FAIL]
+    pids = {t.user_attrs["worker_pid"] for t in complete}
+    assert len(pids) == 2  # both processes did trials
+    _, runs = runs_of(tmp_path)
+    children = [r for r in runs if r.data.tags.get("agestudy.role") == "trial"]
+    assert sorted(int(r.data.tags["agestudy.trial"]) for r in children) == sorted(t.number for t in trials)
+    assert all(r.info.status == "FINISHED" for r in children)
