@@ -1,0 +1,376 @@
+"""Analyses that answer the lab's questions, logged to MLflow beside the run they study.
+
+    from agestudy.analyses import run_analyses
+    out = run_analyses(run_id, only=["q8", "q9"], external="photos/")
+
+One module per question, each with ``run(ctx) -> dict`` of headline numbers:
+
+    q1  q1_structure            layer table, parameter formulas and counts
+    q2  q2_chance               freshly initialised networks against chance
+    q5  q5_beyond_accuracy      margins, ROC/AUC interval, per-class scores, calibration
+    q7  q7_random_crop          what RandomCrop does, and what it buys (augmentation study)
+    q8  q8_multicrop            test-time multi-crop averaging against the centre crop
+    q9  q9_extremes             most wrong and most right test images, with Grad-CAM
+    q10 q10_external            photos from outside the data set: detect, frame, predict
+    q12 q12_input_optimisation  gradient ascent on the input image
+
+Everything goes to one child run of the analysed run (tags ``agestudy.role=analysis`` and
+``mlflow.parentRunId``); the analysed run gets the tag ``agestudy.analysis_run`` pointing to
+it, so the report reads every number and figure from MLflow alone. Artifacts live under
+``q1/``, ``q2/``, ...; metric names start with ``q1_``, ``q2_``, .... Running again (say
+``--only q8``) logs into the same analysis run and replaces that question's results.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from agestudy.data import ImageSet, LabData, center_crop, load_data, to_model_input
+from agestudy.errors import UserError
+from agestudy.train import TrainConfig
+
+# question -> (module, what it answers); the order is the order they run in
+QUESTIONS = {
+    "q1": ("q1_structure", "network structure and parameter count"),
+    "q2": ("q2_chance", "an untrained network is at chance"),
+    "q5": ("q5_beyond_accuracy", "beyond accuracy: margins, ROC, per-class scores, calibration"),
+    "q7": ("q7_random_crop", "RandomCrop: what it does and what it buys"),
+    "q8": ("q8_multicrop", "multi-crop prediction against the centre crop"),
+    "q9": ("q9_extremes", "most wrong and most right test images, with saliency"),
+    "q10": ("q10_external", "photos from outside the data set"),
+    "q12": ("q12_input_optimisation", "input optimisation: what maximises each class"),
+}
+
+ROLE_TAG = "agestudy.role"
+LINK_TAG = "agestudy.analysis_run"  # on the analysed run: id of its analysis run
+DONE_TAG = "agestudy.analyses"  # on the analysis run: questions answered so far, e.g. "q1,q2,q8"
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+@torch.no_grad()
+def predict_logits(model, images: torch.Tensor, device, view: Callable[[torch.Tensor], torch.Tensor],
+                   batch_size: int = 256) -> torch.Tensor:
+    """Logits (N x 2, float32, CPU) of uint8 images seen through ``view`` (uint8 batch -> model input)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = view(images[start : start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def centre_view(crop: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The evaluation view training used: the centre crop, normalised."""
+    return lambda images: to_model_input(center_crop(images, crop))
+
+
+def softmax_p1(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.double(), dim=1)[:, 1].numpy()
+
+
+def jsonable(obj):
+    """numpy scalars/arrays, Paths and NaN/inf (-> null) into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@dataclass
+class AnalysisContext:
+    """What an analysis needs: the model, its config, the data, and where to log."""
+
+    run_id: str  # the analysed run
+    analysis_run_id: str  # the child run that receives every number and figure
+    model: torch.nn.Module  # eval mode, on ``device``
+    cfg: TrainConfig
+    data: LabData
+    device: torch.device
+    out_dir: Path  # scratch folder, removed when the analyses end
+    client: object  # mlflow.tracking.MlflowClient
+    experiment_id: str = ""
+    external: Path | None = None
+    options: dict = field(default_factory=dict)  # knobs for tests / quick runs, e.g. {"q12_steps": 30}
+    question: str = "q0"  # set by run_analyses: prefix of metric names and artifact folder
+    _cache: dict = field(default_factory=dict)
+
+    # --- options and files
+    def option(self, name: str, default):
+        return self.options.get(name, default)
+
+    def path(self, name: str) -> Path:
+        """A scratch file in this question's folder (logged with log_figure / log_file)."""
+        folder = self.out_dir / self.question
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    # --- logging into the analysis run
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        prefix = f"{self.question}_"
+        batch = [Metric(k if k.startswith(prefix) else prefix + k, float(v), now, step)
+                 for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), 1000):  # MLflow's per-batch limit
+            self.client.log_batch(self.analysis_run_id, metrics=batch[i : i + 1000])
+
+    def log_series(self, name: str, points) -> None:
+        """A curve as one metric history: ``points`` = [(step, value), ...]."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        key = name if name.startswith(f"{self.question}_") else f"{self.question}_{name}"
+        batch = [Metric(key, float(v), now, int(s)) for s, v in points]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.analysis_run_id, metrics=batch[i : i + 1000])
+
+    def log_table(self, name: str, obj) -> Path:
+        """A JSON artifact ``qN/name.json`` (NaN written as null)."""
+        path = self.path(name if name.endswith(".json") else f"{name}.json")
+        path.write_text(json.dumps(jsonable(obj), indent=2))
+        self.log_file(path)
+        return path
+
+    def log_figure(self, path) -> None:
+        self.log_file(path)
+
+    def log_file(self, path, sub: str | None = None) -> None:
+        folder = self.question if not sub else f"{self.question}/{sub}"
+        self.client.log_artifact(self.analysis_run_id, str(path), artifact_path=folder)
+
+    # --- predictions shared by several analyses (computed once)
+    def test_logits(self) -> torch.Tensor:
+        """Centre-crop logits of every test image, as training measured them."""
+        if "test_logits" not in self._cache:
+            self._cache["test_logits"] = predict_logits(self.model, self.data.test.images, self.device,
+                                                        centre_view(self.cfg.crop))
+        return self._cache["test_logits"]
+
+    def test_p1(self) -> np.ndarray:
+        return softmax_p1(self.test_logits())
+
+    def val_set(self) -> ImageSet | None:
+        """The validation split the run held out (None when it trained on all of train/)."""
+        if self.cfg.val_fraction <= 0:
+            return None
+        return self.data.train.split(self.cfg.val_fraction, self.cfg.seed)[1]
+
+    def train_set(self) -> ImageSet:
+        """The training images the run actually fitted (train/ minus its validation split)."""
+        if self.cfg.val_fraction <= 0:
+            return self.data.train
+        return self.data.train.split(self.cfg.val_fraction, self.cfg.seed)[0]
+
+
+# ----------------------------------------------------------------------------- running them
+
+def parse_questions(only) -> list[str]:
+    """``None`` -> every question; "q8,q9" or ["q8", "9"] -> those, in the canonical order."""
+    if only is None:
+        return list(QUESTIONS)
+    items = only.split(",") if isinstance(only, str) else list(only)
+    wanted = set()
+    for item in items:
+        key = str(item).strip().lower()
+        if not key:
+            continue
+        key = key if key.startswith("q") else f"q{key}"
+        if key not in QUESTIONS:
+            raise UserError(f"unknown question {item!r}; analyses exist for: {', '.join(QUESTIONS)}")
+        wanted.add(key)
+    if not wanted:
+        raise UserError(f"no question given to --only; choose among: {', '.join(QUESTIONS)}")
+    return [q for q in QUESTIONS if q in wanted]
+
+
+def get_run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    if not run_id or not str(run_id).strip():
+        raise UserError("no run id given")
+    try:
+        run = client.get_run(str(run_id).strip())
+    except MlflowException:
+        raise UserError(f"no MLflow run {run_id!r} in {_store_name()} (check --tracking-uri)") from None
+    if run.info.lifecycle_stage != "active":
+        raise UserError(f"run {run_id} is deleted")
+    return run
+
+
+def _store_name() -> str:
+    import re
+
+    import mlflow
+
+    return re.sub(r"//[^/@]*@", "//", mlflow.get_tracking_uri())  # never print a password
+
+
+def load_run_model(client, run_id: str, into: Path):
+    from agestudy.train import load_model
+
+    try:
+        model_dir = client.download_artifacts(run_id, "model", str(into))
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        model_dir = None
+    if not model_dir or not (Path(model_dir) / "state_dict.pt").is_file():
+        raise UserError(f"run {run_id} has no model/ artifact (a pruned or failed trial?); analyse a finished "
+                        "training run, e.g. the tuning study's final run")
+    return load_model(model_dir)
+
+
+def load_run_data(run, data_root=None, cache_dir=None, progress: bool = True) -> LabData:
+    if data_root:
+        return load_data(data_root, cache_dir, progress=progress)  # says which folder is missing
+    root = run.data.params.get("data.root")
+    if not root:
+        raise UserError(f"run {run.info.run_id} records no data.root param: pass --data")
+    if not Path(root).is_dir():
+        raise UserError(f"the data folder of run {run.info.run_id} is not here: {root} (pass --data)")
+    return load_data(root, cache_dir, progress=progress)
+
+
+def check_external(external) -> Path | None:
+    if external is None:
+        return None
+    path = Path(external).expanduser()
+    if not path.is_dir():
+        raise UserError(f"external photo folder not found: {path}")
+    return path.resolve()
+
+
+def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
+    """The analysed run's analysis child: the existing one (unless ``fresh``), else a new one."""
+    from agestudy.tracking import environment_tags
+
+    from mlflow.entities import RunTag
+
+    run_id = run.info.run_id
+    environment = environment_tags(str(device), "fp32")
+    existing = run.data.tags.get(LINK_TAG)
+    if existing and not fresh:
+        try:
+            child = client.get_run(existing)
+        except Exception:  # noqa: BLE001 - from another store: start a new one
+            child = None
+        if child is not None and child.info.lifecycle_stage == "active":
+            client.update_run(existing, status="RUNNING")
+            client.log_batch(existing, tags=[RunTag(k, v) for k, v in environment.items()])  # today's versions
+            return existing
+    tags = {
+        ROLE_TAG: "analysis",
+        "mlflow.parentRunId": run_id,  # a plain tag: the parent is usually long finished
+        "agestudy.analysed_run": run_id,
+        "agestudy.synthetic": str(data.synthetic).lower(),
+        "agestudy.data_fingerprint": data.fingerprint,
+        "agestudy.data_root": str(data.root),
+        **environment,
+    }
+    if data.synthetic:
+        tags["agestudy.warning"] = "SYNTHETIC demo data: not real faces"
+    child = client.create_run(run.info.experiment_id, tags=tags,
+                              run_name=f"analysis-{run.data.tags.get('mlflow.runName', run_id[:8])}")
+    client.set_tag(run_id, LINK_TAG, child.info.run_id)
+    return child.info.run_id
+
+
+def _headline(values: dict) -> str:
+    shown = []
+    for key, value in list(values.items())[:4]:
+        shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(shown)
+
+
+def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data: LabData | None = None,
+                 cache_dir=None, device: str = "auto", options: dict | None = None, fresh: bool = False,
+                 progress: bool = True) -> dict:
+    """Run the chosen analyses on ``run_id``'s model and log them to its analysis run.
+
+    Returns ``{"analysis_run_id": id, "results": {q: headline numbers}, "failed": {q: error}}``.
+    A failing analysis is recorded (tag ``agestudy.<q>_error``) and the others still run; the
+    analysis run then ends FAILED instead of FINISHED.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from agestudy import device as devices
+
+    client = MlflowClient()
+    questions = parse_questions(only)
+    run = get_run(client, run_id)
+    run_id = run.info.run_id
+    external = check_external(external)
+    torch_device = devices.select_device(device)
+    say = (lambda text: print(text, file=sys.stderr)) if progress else (lambda text: None)
+
+    with tempfile.TemporaryDirectory(prefix="agestudy-analysis-") as tmp:
+        tmp = Path(tmp)
+        model, cfg = load_run_model(client, run_id, tmp / "download")
+        model = devices.prepare_model(model, torch_device).eval()
+        if data is None:
+            data = load_run_data(run, data_root, cache_dir, progress)
+        logged = run.data.params.get("data.fingerprint")
+        if logged and logged != data.fingerprint:
+            say(f"[analyze] warning: the data differ from what run {run_id[:8]} trained on "
+                f"(fingerprint {data.fingerprint} vs {logged})")
+        analysis_id = open_analysis_run(client, run, data, fresh, torch_device)
+        if logged and logged != data.fingerprint:
+            client.set_tag(analysis_id, "agestudy.data_mismatch", f"analysed {data.fingerprint}, trained {logged}")
+        say(f"[analyze] run {run_id} ({cfg.model}, {data.root}); logging to analysis run {analysis_id}")
+        if data.synthetic:
+            say("[analyze] *** SYNTHETIC demo data: these analyses say nothing about real faces ***")
+        ctx = AnalysisContext(run_id=run_id, analysis_run_id=analysis_id, model=model, cfg=cfg, data=data,
+                              device=torch_device, out_dir=tmp / "out", client=client,
+                              experiment_id=run.info.experiment_id, external=external, options=dict(options or {}))
+        results, failed = {}, {}
+        old_tags = client.get_run(analysis_id).data.tags
+        status = "FAILED"
+        try:
+            for q in questions:
+                module_name, title = QUESTIONS[q]
+                ctx.question = q
+                say(f"[analyze] {q}: {title} ...")
+                start = time.perf_counter()
+                try:
+                    module = importlib.import_module(f"agestudy.analyses.{module_name}")
+                    results[q] = module.run(ctx) or {}
+                    if f"agestudy.{q}_error" in old_tags:  # an earlier attempt failed; this one did not
+                        client.delete_tag(analysis_id, f"agestudy.{q}_error")
+                    say(f"[analyze] {q}: done in {time.perf_counter() - start:.1f} s: {_headline(results[q])}")
+                except Exception as err:  # noqa: BLE001 - one failing analysis must not lose the others
+                    failed[q] = f"{type(err).__name__}: {err}"
+                    client.set_tag(analysis_id, f"agestudy.{q}_error", failed[q][:4000])
+                    say(f"[analyze] {q}: FAILED: {failed[q]}")
+                    if not isinstance(err, UserError):
+                        traceback.print_exc(file=sys.stderr)
+            done = set(filter(None, old_tags.get(DONE_TAG, "").split(",")))
+            done = (done | set(results)) - set(failed)
+            client.set_tag(analysis_id, DONE_TAG, ",".join(q for q in QUESTIONS if q in done))
+            status = "FINISHED" if not failed else "FAILED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            client.set_terminated(analysis_id, status=status)
+    return {"analysis_run_id": analysis_id, "results": results, "failed": failed}

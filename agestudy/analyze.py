@@ -1,0 +1,91 @@
+"""Answer the lab's questions about one trained model, logged to MLflow beside its run.
+
+    python -m agestudy.analyze --run RUN_ID
+    python -m agestudy.analyze --run RUN_ID --only q8,q9
+    python -m agestudy.analyze --run RUN_ID --external photos/     # question 10 on your own photos
+
+See agestudy/analyses/ for what each question measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agestudy.errors import UserError, cli_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agestudy.analyses import QUESTIONS
+
+    questions = "\n".join(f"  {q:<4} {title}" for q, (_, title) in QUESTIONS.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m agestudy.analyze",
+        description="Run the analyses that answer the lab's questions on the model of one MLflow run, and log "
+                    "their numbers (metrics qN_*, JSON tables) and figures (PNG, under qN/) to a child run tagged "
+                    "agestudy.role=analysis. The analysed run gets the tag agestudy.analysis_run = that child's "
+                    "id. Running again logs into the same child (use --fresh for a new one).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"questions:\n{questions}\n\n"
+               "The data are reloaded from the run's data.root param (or --data). Find run ids with\n"
+               "  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db\n"
+               "Example:\n"
+               "  python -m agestudy.analyze --run 06ab2cd7... --external ../shared/data/external-faces",
+    )
+    parser.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run whose model/ artifact is analysed")
+    parser.add_argument("--only", metavar="Q,Q", help="comma-separated questions to run, e.g. q8,q9 (default: all)")
+    parser.add_argument("--external", metavar="DIR", help="photos for question 10: DIR/*.jpg, or DIR/0/ and DIR/1/ "
+                                                          "for labelled ones (any size or format)")
+    parser.add_argument("--data", metavar="DIR", help="data folder (default: the run's data.root param)")
+    parser.add_argument("--cache-dir", help="decode cache folder (default ~/.cache/agestudy)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlruns/mlflow.db or "
+                                               "$MLFLOW_TRACKING_URI)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to compute")
+    parser.add_argument("--fresh", action="store_true", help="log into a new analysis run instead of the existing one")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def open_store(uri: str) -> None:
+    """Point MLflow at an existing store (no experiment is created: the run has its own)."""
+    import logging
+    import os
+
+    from agestudy.tracking import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise UserError(f"no MLflow store at {db}: run from the project folder or pass --tracking-uri")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from agestudy import device as devices
+    from agestudy.analyses import check_external, parse_questions, run_analyses
+    from agestudy.tracking import resolve_tracking_uri
+
+    parse_questions(args.only)  # mistakes in the arguments fail before anything is loaded
+    check_external(args.external)
+    open_store(resolve_tracking_uri(args.tracking_uri))
+    devices.configure_threads()
+    out = run_analyses(args.run, only=args.only, external=args.external, data_root=args.data,
+                       cache_dir=args.cache_dir, device=args.device, fresh=args.fresh, progress=not args.quiet)
+    print(f"analysis run {out['analysis_run_id']} (child of {args.run}; {resolve_tracking_uri(args.tracking_uri)})")
+    for q, values in out["results"].items():
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(values.items())[:8])
+        print(f"  {q}: {shown}")
+    if out["failed"]:
+        for q, err in out["failed"].items():
+            print(f"  {q}: FAILED: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
