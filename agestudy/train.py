@@ -51,6 +51,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.998); 0 = off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing weight; 0 = off
     crop: int = 88
     padding: int = 4
     flip: bool = True
@@ -90,6 +91,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
             (self.evals_per_epoch >= 1, "evals per epoch must be >= 1"),
             (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
+            (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.width >= 4 and self.depth >= 0, "width must be >= 4 and depth >= 0"),
         ]
         for ok, message in checks:
@@ -149,6 +151,24 @@ def make_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def ema_update(decay: float):
+    """EMA of the weights whose decay ramps up from 0: the random initial weights are forgotten
+    within a few dozen steps instead of lingering for ~1/(1-decay) steps."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - d)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():  # e.g. BatchNorm's batch counter
+                a.copy_(c)
+
+    return update
+
+
 def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
     """Linear warm-up, then cosine decay to zero, stepped every iteration."""
 
@@ -174,9 +194,18 @@ def train_one_epoch(model, optimizer, scheduler, train: ImageSet, cfg: TrainConf
         x = augment_batch(train.images[idx], augment, generator).to(device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         y = train.labels[idx].to(device, non_blocking=True)
+        if cfg.mixup > 0:
+            # mixup: train on blends of two images with the same blend of their labels
+            lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator))).beta(
+                cfg.mixup, cfg.mixup))
+            partner = torch.randperm(len(idx), generator=generator).to(device)
+            x = lam * x + (1 - lam) * x[partner]
         with devices.autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if cfg.mixup > 0:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits.float(), y[partner],
+                                                            label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at iteration {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -204,8 +233,8 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
     model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
     # The averaged weights (BatchNorm statistics too) are smoother than the last step's:
     # they are what we validate and keep.
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
-                                                use_buffers=True) if cfg.ema else None)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
+           if cfg.ema else None)
     kept = ema.module if ema is not None else model
     precision = devices.choose_precision(model, device, cfg.crop, cfg.batch_size, cfg.precision)
     if len(train) < cfg.batch_size:
