@@ -120,8 +120,9 @@ def fail_dead_trials(study) -> list[int]:
         attrs = trial.user_attrs
         if attrs.get("worker_host") == host and not _process_alive(int(attrs.get("worker_pid", -1))):
             try:
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                # the reason first: a finished trial can no longer be changed
                 study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died (stale trial)")
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 failed.append(trial.number)
             except Exception:  # noqa: BLE001 - another worker got there first
                 pass
@@ -174,15 +175,16 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
             # report once per validation; the step is the validation index, comparable across batch sizes
             trial.report(state["value"], state["evals"])
             if trial.should_prune():
-                trial.set_user_attr("epochs_done", state["epochs"])
+                # epochs trained so far, in fractions of an epoch (validations happen within epochs)
+                trial.set_user_attr("epochs_done", state["evals"] / cfg.evals_per_epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({spec.objective} {state['value']:.4f})")
 
+        trial.set_user_attr("epochs_planned", cfg.epochs)
         tags = {"agestudy.role": "trial", "agestudy.study": spec.name, "agestudy.trial": str(trial.number)}
         train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
                       parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
                       on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
         trial.set_user_attr("epochs_done", cfg.epochs)
-        trial.set_user_attr("epochs_planned", cfg.epochs)
         return state["value"]
 
     return objective

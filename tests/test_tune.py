@@ -44,7 +44,7 @@ optimizer = "sgd"
 
 [space.lr]
 type = "categorical"
-choices = [0.05, 1e-9, 1e30]
+choices = [0.05, 0.03, 1e-9, 1e30]
 
 [refit]
 epochs = 2
@@ -129,7 +129,7 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     study = load(study_path, storage)
     # fixed first trials make the outcome certain: two good ones, one that cannot learn
     # (pruned against their median), one whose loss explodes (failed)
-    for lr in (0.05, 0.05, 1e-9, 1e30):
+    for lr in (0.05, 0.03, 1e-9, 1e30):
         study.enqueue_trial({"lr": lr})
     proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--n-trials", "4"),
                           capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
@@ -161,7 +161,12 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/optimization_history.png", "study/slice.png", "study/param_importances.png",
             "study/trials.csv"} <= artifacts
-    assert 0 < parent.data.metrics["pruning_epochs_saved_fraction"] < 1
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    planned = sum(t.user_attrs["epochs_planned"] for t in finished)
+    trained = sum(t.user_attrs["epochs_done"] for t in finished)
+    assert study.trials[2].user_attrs["epochs_done"] < 3  # the pruned trial stopped before its last epoch
+    assert parent.data.metrics["pruning_epochs_saved_fraction"] == pytest.approx(1 - trained / planned)
+    assert parent.data.metrics["pruning_epochs_saved_fraction"] > 0
 
     finals = [r for r in runs if r.data.tags.get("agestudy.role") == "final"]
     assert len(finals) == 1 and finals[0].info.status == "FINISHED"
@@ -173,10 +178,11 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     assert "q8_centre_accuracy" in analysis.data.metrics
 
     # running the same command again resumes: no new trial, no second final run
+    n_trials_before = len(study.trials)
     proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--n-trials", "4"),
                           capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(load(study_path, storage).trials) == 4
+    assert len(load(study_path, storage).trials) == n_trials_before
     _, runs = runs_of(tmp_path)
     assert sum(r.data.tags.get("agestudy.role") == "final" for r in runs) == 1
     assert sum(r.data.tags.get("agestudy.role") == "study" for r in runs) == 1

@@ -34,7 +34,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[test]')")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[test]')")
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
         pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
@@ -53,14 +53,11 @@ def postgres_url():
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"could not start a PostgreSQL server: {err}")
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user="agestudy", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("CREATE DATABASE optuna")
-        cur.execute("CREATE DATABASE mlflow")
-    conn.close()
+    with psycopg.connect(host="127.0.0.1", port=port, user="agestudy", dbname="postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE optuna")
+        conn.execute("CREATE DATABASE mlflow")
     yield f"postgresql://agestudy@127.0.0.1:{port}"
     subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"]), capture_output=True,
                    timeout=120)
@@ -78,6 +75,9 @@ def test_two_machines_share_a_postgresql_study(postgres_url, synthetic_root, tmp
     study = load(study_path, storage)
     for _ in range(4):
         study.enqueue_trial({"lr": 0.05})
+    from agestudy.tracking import setup_tracking
+
+    setup_tracking(tracking, "test")  # the schema exists once, as `mlflow server` makes it in real use
     env = {**env_for(tmp_path), "MLFLOW_TRACKING_URI": tracking}
     cmd = tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--no-refit")
     machines = []
