@@ -42,7 +42,7 @@ class TrainConfig:
     depth: int = 1  # efficient: residual blocks per stage
     dropout: float = 0.2
     hidden: int = 256  # baseline: units of the hidden linear layer
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 2e-3
