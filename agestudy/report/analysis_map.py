@@ -18,8 +18,8 @@ renders. ``optional=True`` marks items whose absence is not worth a box (the sec
 leaves them out). Nothing here is ever computed or invented: a value is exactly what the
 analysis logged.
 
-The values below are the names used by the analyses' draft code (agestudy/analyses/q*.py);
-check them when the analyses land. The shape each template expects is noted beside each key.
+The values below are the names agestudy/analyses/q*.py log; tests/test_report.py names any
+item that stops resolving. The shape each template expects is noted beside each key.
 """
 
 from __future__ import annotations
