@@ -298,7 +298,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         step = train_one_epoch(model, optimizer, scheduler, train, cfg, device, precision, generator, step,
                                on_step, bar)
         bar.close()
-        if progress:
+        if progress and val is not None:
             print(f"epoch {epoch + 1}/{cfg.epochs}: val_acc {state['last']:.4f}", file=sys.stderr)
     seconds = time.perf_counter() - start
     train_seconds = seconds - eval_seconds

@@ -288,7 +288,9 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
                 ax = make()
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(max(6, 3.2 * max(1, len(searched))) if name == "slice.png" else 7, 4.5)
-                fig.tight_layout()
+                with warnings.catch_warnings():  # Optuna's colour-bar axes do not take tight_layout
+                    warnings.simplefilter("ignore", UserWarning)
+                    fig.tight_layout()
                 fig.savefig(out / name, dpi=100)
                 plt.close("all")
             except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
