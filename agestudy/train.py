@@ -30,7 +30,7 @@ from agestudy import device as devices
 from agestudy.data import AugmentConfig, ImageSet, LabData, augment_batch, eval_batch, load_data, resolve_data_root
 from agestudy.data.augment import save_augmentation_grid
 from agestudy.errors import UserError, cli_entry
-from agestudy.models import MODELS, count_parameters, create_model, model_knobs
+from agestudy.models import MODELS, Ensemble, count_parameters, create_model, model_knobs
 
 
 @dataclass
@@ -41,6 +41,8 @@ class TrainConfig:
     width: int = 32  # efficient: channels of the first stage
     depth: int = 1  # efficient: residual blocks per stage
     dropout: float = 0.2
+    members: int = 1  # > 1: an ensemble of that many independently initialised networks, trained side by side
+    stem_stride: int = 4  # efficient: 4 shrinks the image 4x before the first stage, 2 keeps more detail
     hidden: int = 256  # baseline: units of the hidden linear layer
     epochs: int = 60
     batch_size: int = 64
@@ -57,6 +59,9 @@ class TrainConfig:
     flip: bool = True
     jitter: float = 0.1
     random_crop: bool = True
+    scale: float = 0.0  # random zoom range (e.g. 0.1 = +-10 %), 0 = off
+    rotate: float = 0.0  # random rotation range in degrees, 0 = off
+    eval_flip: bool = True  # test-time: average the prediction of the centre crop and of its mirror
     val_fraction: float = 0.1
     evals_per_epoch: int = 4
     log_every: int = 10  # iterations between training-loss points
@@ -66,11 +71,12 @@ class TrainConfig:
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,
-                             random_crop=self.random_crop)
+                             random_crop=self.random_crop, scale=self.scale, rotate=self.rotate,
+                             eval_flip=self.eval_flip)
 
     def model_kwargs(self) -> dict:
         knobs = {"width": self.width, "depth": self.depth, "dropout": self.dropout, "hidden": self.hidden,
-                 "crop": self.crop}
+                 "crop": self.crop, "stem_stride": self.stem_stride, "members": self.members}
         return {k: v for k, v in knobs.items() if k in model_knobs(self.model)}
 
     def validate(self) -> None:
@@ -88,6 +94,10 @@ class TrainConfig:
             (16 <= self.crop <= 100, "crop must be between 16 and 100 pixels"),
             (self.padding >= 0, "padding must be >= 0"),
             (0 <= self.jitter < 1, "jitter must be in [0, 1)"),
+            (0 <= self.scale < 0.5, "scale (zoom range) must be in [0, 0.5)"),
+            (0 <= self.rotate <= 45, "rotate must be between 0 and 45 degrees"),
+            (self.stem_stride in (2, 4), "stem stride must be 2 or 4"),
+            (1 <= self.members <= 16, "members must be between 1 and 16"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
             (self.evals_per_epoch >= 1, "evals per epoch must be >= 1"),
             (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
@@ -118,14 +128,16 @@ class FitResult:
 @torch.no_grad()
 def predict_proba(model, images: torch.Tensor, cfg: AugmentConfig, device, precision: str = "fp32",
                   batch_size: int = 256) -> torch.Tensor:
-    """P(label 1) for each uint8 image, from the centre crop."""
+    """P(label 1) for each uint8 image, from the centre crop (averaged with its mirror if ``cfg.eval_flip``)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = eval_batch(images[start : start + batch_size], cfg).to(device).contiguous(memory_format=torch.channels_last)
         with devices.autocast(device, precision):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+            p1 = torch.softmax(model(x).float(), dim=1)[:, 1]
+            if cfg.eval_flip:
+                p1 = (p1 + torch.softmax(model(x.flip(-1)).float(), dim=1)[:, 1]) / 2
+        out.append(p1.cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -201,11 +213,18 @@ def train_one_epoch(model, optimizer, scheduler, train: ImageSet, cfg: TrainConf
             partner = torch.randperm(len(idx), generator=generator).to(device)
             x = lam * x + (1 - lam) * x[partner]
         with devices.autocast(device, precision):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        if cfg.mixup > 0:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(logits.float(), y[partner],
-                                                            label_smoothing=cfg.label_smoothing)
+            # M x B x 2: an ensemble's members each learn from their own loss (summed: their weights
+            # are disjoint, so each gets exactly its own gradient); a single network is M = 1
+            member_logits = model.member_logits(x) if isinstance(model, Ensemble) else model(x)[None]
+        member_logits = member_logits.float()
+        loss = 0.0
+        for logits in member_logits:
+            member_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if cfg.mixup > 0:
+                member_loss = lam * member_loss + (1 - lam) * F.cross_entropy(
+                    logits, y[partner], label_smoothing=cfg.label_smoothing)
+            loss = loss + member_loss
+        logits = member_logits.softmax(-1).mean(0)  # the ensemble's prediction, for the running accuracy
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at iteration {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -214,7 +233,7 @@ def train_one_epoch(model, optimizer, scheduler, train: ImageSet, cfg: TrainConf
         scheduler.step()
         step += 1
         acc = (logits.argmax(1) == y).float().mean()
-        on_step(step, loss.item(), acc.item())
+        on_step(step, loss.item() / len(member_logits), acc.item())  # the curve shows the mean member loss
         if bar is not None:
             bar.update(len(idx))
     return step
@@ -369,10 +388,15 @@ def save_model(model, cfg: TrainConfig, out_dir: Path) -> None:
     (model_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
 
+# Options added after the first runs were logged, with the value those runs implicitly had.
+PRE_ENSEMBLE_DEFAULTS = {"members": 1, "eval_flip": False, "stem_stride": 4, "scale": 0.0, "rotate": 0.0}
+
+
 def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild a logged model from its config and state dict (tensors only: weights_only=True)."""
     model_dir = Path(model_dir)
-    cfg = TrainConfig(**json.loads((model_dir / "config.json").read_text()))
+    saved = json.loads((model_dir / "config.json").read_text())
+    cfg = TrainConfig(**{**PRE_ENSEMBLE_DEFAULTS, **saved})
     model = create_model(cfg.model, **cfg.model_kwargs())
     model.load_state_dict(torch.load(model_dir / "state_dict.pt", map_location="cpu", weights_only=True))
     return model.eval(), cfg

@@ -202,6 +202,26 @@ def test_padding_adds_zero_borders():
     assert (crops == 0).any()  # some crops reach into the zero padding
 
 
+def test_zoom_and_rotation_are_per_sample_and_exact_when_off():
+    from agestudy.data.augment import random_affine
+
+    x = torch.rand(8, 3, 32, 32)
+    # zero range: the warp is the identity (up to bilinear rounding)
+    assert torch.allclose(random_affine(x, 0.0, 0.0, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    same = x[:1].expand(8, -1, -1, -1)
+    out = random_affine(same, 0.2, 15.0, torch.Generator().manual_seed(0))
+    assert out.shape == same.shape
+    assert len({round(float((v - same[0]).abs().sum()), 3) for v in out}) == 8  # each sample its own warp
+    # zoom and rotation turn about the centre, and reflection leaves no black corners
+    bright = torch.rand(16, 3, 33, 33) * 0.5 + 0.5
+    warped = random_affine(bright, 0.3, 30.0, torch.Generator().manual_seed(2))
+    assert torch.allclose(warped[..., 16, 16], bright[..., 16, 16], atol=1e-4)
+    assert warped.min() >= 0.5 - 1e-5
+    out_u8 = augment_batch(torch.randint(0, 256, (4, 3, 100, 100), dtype=torch.uint8),
+                           AugmentConfig(crop=88, scale=0.1, rotate=10), torch.Generator().manual_seed(0))
+    assert out_u8.shape == (4, 3, 88, 88) and out_u8.dtype == torch.float32
+
+
 def test_eval_uses_the_centre_crop():
     images = torch.randint(0, 256, (3, 3, 100, 100), dtype=torch.uint8)
     cfg = AugmentConfig(crop=88)

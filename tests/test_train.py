@@ -10,7 +10,7 @@ from agestudy.models import MODELS, count_parameters, create_model
 from agestudy.errors import UserError
 from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
 
-TINY = dict(model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
+TINY = dict(members=1, model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
             evals_per_epoch=2, log_every=2, precision="fp32", val_fraction=0.2)
 
 EXPECTED_ARTIFACTS = {
@@ -103,3 +103,36 @@ def test_failed_run_ends_failed_with_the_error(synthetic_root, tracking, tmp_pat
     runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test").experiment_id])
     assert runs[0].info.status == "FAILED"
     assert "FloatingPointError" in runs[0].data.tags["agestudy.error"]
+
+
+def test_eval_flip_averages_the_image_and_its_mirror():
+    from agestudy.data import AugmentConfig
+
+    torch.manual_seed(0)
+    model = create_model("efficient", width=8, stem_stride=2).eval()
+    images = torch.randint(0, 256, (6, 3, 100, 100), dtype=torch.uint8)
+    plain = predict_proba(model, images, AugmentConfig(crop=88), "cpu")
+    mirrored = predict_proba(model, images.flip(-1), AugmentConfig(crop=88), "cpu")
+    both = predict_proba(model, images, AugmentConfig(crop=88, eval_flip=True), "cpu")
+    assert not torch.allclose(plain, mirrored)  # the untrained net is not mirror-symmetric
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_ensemble_members_train_apart_and_average(synthetic_root, tracking, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from agestudy.models import Ensemble
+
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    run_id, final = train_and_log(TrainConfig(**{**TINY, "epochs": 1, "members": 2}), data, progress=False)
+    model_dir = MlflowClient().download_artifacts(run_id, "model", str(tmp_path / "dl"))
+    model, cfg = load_model(model_dir)
+    assert isinstance(model, Ensemble) and len(model.members) == 2
+    first, second = (dict(m.named_parameters()) for m in model.members)
+    assert all(not torch.equal(first[k], second[k]) for k in first if k.endswith("conv1.0.weight"))
+    p1 = predict_proba(model, data.test.images, cfg.augment(), torch.device("cpu"))
+    members = [predict_proba(m, data.test.images, cfg.augment(), torch.device("cpu")) for m in model.members]
+    assert torch.allclose(p1, (members[0] + members[1]) / 2, atol=1e-5)
+    assert not torch.allclose(members[0], members[1])
+    acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
+    assert acc == pytest.approx(final["test_accuracy"], abs=1e-9)

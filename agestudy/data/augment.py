@@ -24,6 +24,9 @@ class AugmentConfig:
     flip: bool = True  # random horizontal flip
     jitter: float = 0.0  # brightness/contrast/saturation jitter strength, 0 = off
     random_crop: bool = True  # False: training uses the centre crop too (the Q7 ablation)
+    scale: float = 0.0  # random zoom in [1 - scale, 1 + scale] about the centre, 0 = off
+    rotate: float = 0.0  # random rotation in [-rotate, +rotate] degrees, 0 = off
+    eval_flip: bool = False  # evaluation averages the centre crop and its mirror image
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -81,6 +84,19 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | 
     return x.clamp_(0, 1)
 
 
+def random_affine(x: torch.Tensor, scale: float, rotate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample zoom and rotation of a float batch, all samples warped in one grid_sample."""
+    b = x.shape[0]
+    zoom = 1.0 + scale * (2 * torch.rand(b, generator=generator) - 1)
+    angle = torch.deg2rad(rotate * (2 * torch.rand(b, generator=generator) - 1))
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input sampling map
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    # reflection keeps the borders face-like instead of black corners after a rotation
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training view of a uint8 batch -> normalised float batch (B x 3 x crop x crop)."""
     if cfg.random_crop:
@@ -89,10 +105,14 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         images = center_crop(images, cfg.crop)
     if cfg.flip:
         images = random_flip(images, generator)
+    if not (cfg.jitter > 0 or cfg.scale > 0 or cfg.rotate > 0):
+        return to_model_input(images)
+    x = images.float().div_(255.0)
+    if cfg.scale > 0 or cfg.rotate > 0:
+        x = random_affine(x, cfg.scale, cfg.rotate, generator)
     if cfg.jitter > 0:
-        x = color_jitter(images.float().div_(255.0), cfg.jitter, generator)
-        return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
-    return to_model_input(images)
+        x = color_jitter(x, cfg.jitter, generator)
+    return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
 
 
 def eval_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

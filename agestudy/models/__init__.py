@@ -3,6 +3,8 @@
     baseline  the lab's plain conv/pool/linear CNN (question 1 describes it)
     efficient a residual CNN with width/depth/dropout knobs, fast on a CPU
     resnet18  torchvision's ResNet-18 from scratch (weights only from a local file)
+
+Any of them with ``members=N > 1`` becomes an ensemble of N independently initialised copies.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 from agestudy.errors import UserError
 from agestudy.models.baseline import BaselineCNN
 from agestudy.models.efficient import EfficientCNN
+from agestudy.models.ensemble import Ensemble
 
 
 def _resnet18(num_classes: int = 2, dropout: float = 0.0, weights_path: str | None = None) -> nn.Module:
@@ -41,17 +44,21 @@ MODELS = {
 def model_knobs(name: str) -> list[str]:
     """The keyword arguments a model accepts (besides num_classes)."""
     params = inspect.signature(MODELS[name]).parameters
-    return [p for p in params if p != "num_classes"]
+    return [p for p in params if p != "num_classes"] + ["members"]
 
 
-def create_model(name: str, **knobs) -> nn.Module:
+def create_model(name: str, members: int = 1, **knobs) -> nn.Module:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     allowed = set(model_knobs(name))
     unknown = set(knobs) - allowed
     if unknown:
         raise UserError(f"model {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
-    return MODELS[name](**knobs)
+    if members < 1:
+        raise UserError("members must be >= 1")
+    if members == 1:
+        return MODELS[name](**knobs)
+    return Ensemble([MODELS[name](**knobs) for _ in range(members)])
 
 
 def count_parameters(model: nn.Module) -> int:

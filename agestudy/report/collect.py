@@ -343,6 +343,7 @@ def accuracy_section(store: Store, run: RunInfo, trial: RunInfo | None, n_test: 
         out["ci_low"], out["ci_high"] = wilson_interval(acc, n_test)
         out["correct"] = round(acc * n_test)
     out["balanced_accuracy"] = _finite(run.metrics.get("test_balanced_accuracy"))
+    out["eval_flip"] = str(run.params.get("eval_flip", "False")).lower() == "true"
     out["iterations"] = _finite(run.metrics.get("iterations"))
     out["train_seconds"] = _finite(run.metrics.get("train_seconds"))
     out["own_has_val"] = _int_param(run.params, "data.n_val") not in (None, 0)
