@@ -75,6 +75,28 @@ def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, ca
     return _timed(batches(), step, steps, warmup, cfg.batch_size), precision, load_seconds
 
 
+def training_flops_per_image(cfg: TrainConfig, batch: int = 8) -> float:
+    """Floating-point operations of one training step (forward + backward), per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(cfg.model, **cfg.model_kwargs())
+    x = torch.randn(batch, 3, cfg.crop, cfg.crop)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
+    return counter.get_total_flops() / batch
+
+
+def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """fp32 GFLOP/s of a large matrix product: what this machine's cores can do at best on dense maths."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def iter_forever(loader):
     while True:
         yield from loader
@@ -123,7 +145,7 @@ def main(argv=None) -> int:
         raise UserError("--steps must be >= 1 and --warmup >= 0")
     threads = devices.configure_threads()
     cfg = TrainConfig(model=args.model, batch_size=args.batch_size, crop=args.crop, device=args.device,
-                      precision=args.precision, padding=4)
+                      precision=args.precision, padding=4, members=1)
     cfg.validate()
     root = resolve_data_root(args.data, args.cache_dir).resolve()
     load_data(root, args.cache_dir, verbose=True)  # fill the decode cache before timing anything
@@ -134,6 +156,13 @@ def main(argv=None) -> int:
           f"{precision}; cached split loaded in {load_seconds:.2f} s)", flush=True)
     naive = naive_loop_throughput(root, cfg, args.steps, args.warmup)
     print(f"notebook loop : {naive:8.1f} images/s  (ImageFolder + PIL transforms + DataLoader, fp32)", flush=True)
+    # Where the ceiling is: the model's own arithmetic, against the best dense-maths rate of these cores.
+    flops = training_flops_per_image(cfg)
+    ceiling = matmul_ceiling_gflops()
+    print(f"model arithmetic: {flops / 1e6:.0f} MFLOP per training image; this machine's fp32 matmul ceiling "
+          f"{ceiling:.0f} GFLOP/s -> at most {ceiling * 1e9 / flops:.0f} images/s in fp32 for this model; "
+          f"agestudy loop at {ours * flops / 1e9:.0f} GFLOP/s, notebook loop at {naive * flops / 1e9:.0f} GFLOP/s",
+          flush=True)
     print(f"speed-up ratio: {ours / naive:.2f}x")
     return 0
 
