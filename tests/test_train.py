@@ -10,7 +10,7 @@ from agestudy.models import MODELS, count_parameters, create_model
 from agestudy.errors import UserError
 from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
 
-TINY = dict(members=1, model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
+TINY = dict(members=1, stem_stride=4, model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
             evals_per_epoch=2, log_every=2, precision="fp32", val_fraction=0.2)
 
 EXPECTED_ARTIFACTS = {
@@ -136,3 +136,25 @@ def test_ensemble_members_train_apart_and_average(synthetic_root, tracking, tmp_
     assert not torch.allclose(members[0], members[1])
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
     assert acc == pytest.approx(final["test_accuracy"], abs=1e-9)
+
+
+def test_ensemble_members_see_their_own_batches(synthetic_root, tmp_path):
+    from agestudy.train import make_optimizer, make_scheduler, train_one_epoch
+
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "members": 2, "flip": False, "jitter": 0.0, "padding": 0, "random_crop": False})
+    model = create_model(cfg.model, **cfg.model_kwargs())
+    seen = {0: [], 1: []}
+    for k, member in enumerate(model.members):
+        member.register_forward_pre_hook(lambda _m, args, k=k: seen[k].append(args[0].detach().clone()))
+    optimizer = make_optimizer(model, cfg)
+    train_one_epoch(model, optimizer, make_scheduler(optimizer, 100, 1), data.train, cfg, torch.device("cpu"),
+                    "fp32", torch.Generator().manual_seed(0), 0, lambda *a: None)
+    n_batches = len(data.train) // cfg.batch_size
+    assert len(seen[0]) == len(seen[1]) == n_batches
+    # no augmentation here, so a differing batch can only come from a different shuffle
+    assert sum(not torch.equal(a, b) for a, b in zip(seen[0], seen[1])) == n_batches
+    # ...and each member still sees each image at most once per epoch (a shuffle, not a resampling)
+    for k in (0, 1):
+        images = torch.cat(seen[k]).flatten(1)
+        assert len(torch.unique(images, dim=0)) == n_batches * cfg.batch_size

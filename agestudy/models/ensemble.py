@@ -1,7 +1,8 @@
 """An ensemble: several copies of one network, each with its own random initialisation.
 
-The members train side by side on the same batches (their losses add up, their weights
-never mix), and the ensemble predicts the mean of their class probabilities. Its forward
+The members train side by side, each on its own shuffle of the data with its own
+augmentations (``train_one_epoch``; their losses add up, their weights never mix), and the
+ensemble predicts the mean of their class probabilities. Its forward
 returns the log of that mean, so it can stand wherever a single network's logits do:
 softmax(ensemble(x)) is exactly the averaged probability.
 """
