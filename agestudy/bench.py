@@ -22,7 +22,7 @@ from agestudy import device as devices
 from agestudy.data import AugmentConfig, augment_batch, load_data, resolve_data_root
 from agestudy.errors import UserError, cli_entry
 from agestudy.models import MODELS, create_model
-from agestudy.train import TrainConfig
+from agestudy.train import TrainConfig, make_optimizer
 
 
 def naive_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int) -> float:
@@ -53,7 +53,7 @@ def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, ca
     torch.manual_seed(cfg.seed)
     model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
     precision = devices.choose_precision(model, device, cfg.crop, cfg.batch_size, cfg.precision)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg)  # the training loop's own (fused AdamW)
     model.train()
     generator = torch.Generator().manual_seed(cfg.seed)
     augment = cfg.augment()
@@ -86,9 +86,9 @@ def training_flops_per_image(cfg: TrainConfig, batch: int = 8) -> float:
     return counter.get_total_flops() / batch
 
 
-def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """fp32 GFLOP/s of a large matrix product: what this machine's cores can do at best on dense maths."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20, dtype=torch.float32) -> float:
+    """GFLOP/s of a large matrix product in ``dtype``: what these cores can do at best on dense maths."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()
@@ -156,13 +156,18 @@ def main(argv=None) -> int:
           f"{precision}; cached split loaded in {load_seconds:.2f} s)", flush=True)
     naive = naive_loop_throughput(root, cfg, args.steps, args.warmup)
     print(f"notebook loop : {naive:8.1f} images/s  (ImageFolder + PIL transforms + DataLoader, fp32)", flush=True)
-    # Where the ceiling is: the model's own arithmetic, against the best dense-maths rate of these cores.
+    # Where the ceiling is: the model's own arithmetic, against the best dense-maths rate of these
+    # cores in each loop's precision (bf16 can be several times fp32 on CPUs with AVX512-BF16 or AMX).
     flops = training_flops_per_image(cfg)
-    ceiling = matmul_ceiling_gflops()
-    print(f"model arithmetic: {flops / 1e6:.0f} MFLOP per training image; this machine's fp32 matmul ceiling "
-          f"{ceiling:.0f} GFLOP/s -> at most {ceiling * 1e9 / flops:.0f} images/s in fp32 for this model; "
-          f"agestudy loop at {ours * flops / 1e9:.0f} GFLOP/s, notebook loop at {naive * flops / 1e9:.0f} GFLOP/s",
+    ceilings = {"fp32": matmul_ceiling_gflops()}
+    if precision != "fp32":
+        ceilings[precision] = matmul_ceiling_gflops(dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    print(f"model arithmetic: {flops / 1e6:.0f} MFLOP per training image; agestudy loop at "
+          f"{ours * flops / 1e9:.0f} GFLOP/s ({precision}), notebook loop at {naive * flops / 1e9:.0f} GFLOP/s (fp32)",
           flush=True)
+    for name, gflops in ceilings.items():
+        print(f"{name} matmul ceiling of this machine: {gflops:.0f} GFLOP/s -> at most "
+              f"{gflops * 1e9 / flops:.0f} images/s for this model in {name}", flush=True)
     print(f"speed-up ratio: {ours / naive:.2f}x")
     return 0
 
