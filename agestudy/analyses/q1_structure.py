@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from agestudy.models import count_parameters, create_model
+from agestudy.models import Ensemble, count_parameters, create_model
 
 
 def layer_formula(module: nn.Module) -> tuple[str, str]:
@@ -50,7 +50,14 @@ def evaluate_formula(text: str) -> int:
 
 
 def structure_table(model: nn.Module, crop: int) -> dict:
-    """The layer table of ``model`` on a 3 x crop x crop input, with totals (checked)."""
+    """The layer table of ``model`` on a 3 x crop x crop input, with totals (checked).
+
+    An ensemble is listed as its first member layer by layer, then one row for the other
+    members (identical layers, their own weights): the table stays readable and the total
+    is still the whole ensemble's.
+    """
+    if isinstance(model, Ensemble) and len(model.members) > 1:
+        return _ensemble_table(model, crop)
     model.eval()
     device = next(model.parameters()).device
     # listed: leaf layers, plus any container that holds parameters of its own
@@ -106,6 +113,28 @@ def structure_table(model: nn.Module, crop: int) -> dict:
                 "and batch counter) are state updated without gradients: Keras would list them as "
                 "non-trainable parameters.",
     }
+
+
+def _ensemble_table(model: Ensemble, crop: int) -> dict:
+    first = structure_table(model.members[0], crop)
+    rows = [first["rows"][0]] + [{**r, "name": f"members.0.{r['name']}"} for r in first["rows"][1:]]
+    others, per_member = len(model.members) - 1, first["total_parameters"]
+    rows.append({"name": f"members.1-{others}" if others > 1 else "members.1", "type": "same layers as members.0",
+                 "output_shape": [2], "formula": f"{others}*{per_member}",
+                 "formula_symbols": "other members x parameters of one member",
+                 "parameters": others * per_member,
+                 "trainable": others * first["trainable_parameters"]})
+    rows.append({"name": "mean of softmax", "type": "Ensemble", "output_shape": [2], "formula": "0",
+                 "formula_symbols": "the members' class probabilities averaged", "parameters": 0, "trainable": 0})
+    total = sum(r["parameters"] for r in rows)
+    numel = sum(p.numel() for p in model.parameters())
+    if total != numel:
+        raise AssertionError(f"ensemble table sums to {total}, the model has {numel} parameters")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {**first, "model": f"Ensemble of {len(model.members)} x {first['model']}", "rows": rows,
+            "total_parameters": total, "sum_numel": numel, "trainable_parameters": trainable,
+            "non_trainable_parameters": numel - trainable, "buffers": sum(b.numel() for b in model.buffers()),
+            "members": len(model.members), "parameters_per_member": per_member}
 
 
 def render_text(table: dict, title: str) -> str:

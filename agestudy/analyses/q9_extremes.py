@@ -20,6 +20,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from agestudy.data import center_crop, to_model_input  # noqa: E402
+from agestudy.models import Ensemble  # noqa: E402
 
 N_SHOWN = 16
 
@@ -83,7 +84,10 @@ def run(ctx) -> dict:
     order = np.argsort(p_true, kind="stable")  # ascending: most wrong first
     k = min(N_SHOWN, len(order))
     worst, best = order[:k], order[::-1][:k].copy()  # copy: torch refuses negative strides
-    layer, layer_shape = cam_layer(ctx.model, cfg.crop, ctx.device)
+    # an ensemble: each member's Grad-CAM on its own copy of the layer, averaged (members share a design)
+    networks = list(ctx.model.members) if isinstance(ctx.model, Ensemble) else [ctx.model]
+    layer, layer_shape = cam_layer(networks[0], cfg.crop, ctx.device)
+    members_note = f", averaged over the ensemble's {len(networks)} members" if len(networks) > 1 else ""
 
     def rows_of(index):
         return [{"rank": i + 1, "index": int(j), "file": test.files[j], "label": int(labels[j]),
@@ -97,7 +101,7 @@ def run(ctx) -> dict:
                  f"5. Saliency: Grad-CAM of the predicted class on feature map '{layer}' "
                  f"({'x'.join(map(str, layer_shape))}): channel weights = spatial mean of the gradient of "
                  "(logit of predicted class - logit of the other class); map = ReLU(weighted channel sum), "
-                 "bilinearly upsampled to the crop and scaled to [0, 1] per image.")
+                 f"bilinearly upsampled to the crop and scaled to [0, 1] per image{members_note}.")
     ctx.log_table("extremes", {"procedure": procedure, "cam_layer": layer, "cam_shape": layer_shape,
                                "worst": rows_of(worst), "best": rows_of(best)})
     path = ctx.path("ranking.csv")
@@ -111,7 +115,8 @@ def run(ctx) -> dict:
     for name, index, title in (("worst", worst, "Most confidently wrong"), ("best", best, "Most confidently right")):
         crops = center_crop(test.images[torch.as_tensor(index, dtype=torch.long)], cfg.crop)
         x = to_model_input(crops).to(ctx.device).contiguous(memory_format=torch.channels_last)
-        cams = grad_cam(ctx.model, x, torch.as_tensor(pred[index], device=ctx.device), layer).numpy()
+        target = torch.as_tensor(pred[index], device=ctx.device)
+        cams = torch.stack([grad_cam(net, x, target, layer) for net in networks]).mean(0).numpy()
         _plot_gallery(crops.numpy(), cams, [r for r in rows_of(index)], ctx.path(f"{name}.png"),
                       f"{title} test images (lowest p_true first)" if name == "worst" else
                       f"{title} test images (highest p_true first)", layer)
