@@ -38,11 +38,11 @@ class TrainConfig:
     """Everything that defines a training run; logged as MLflow params. Plain data."""
 
     model: str = "efficient"
-    width: int = 32  # efficient: channels of the first stage
+    width: int = 16  # efficient: channels of the first stage
     depth: int = 1  # efficient: residual blocks per stage
     dropout: float = 0.2
-    members: int = 1  # > 1: an ensemble of that many networks, each with its own init, shuffle and augmentation
-    stem_stride: int = 4  # efficient: 4 shrinks the image 4x before the first stage, 2 keeps more detail
+    members: int = 3  # > 1: an ensemble of that many networks, each with its own init, shuffle and augmentation
+    stem_stride: int = 2  # efficient: 4 shrinks the image 4x before the first stage, 2 keeps more detail
     hidden: int = 256  # baseline: units of the hidden linear layer
     epochs: int = 60
     batch_size: int = 64

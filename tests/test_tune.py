@@ -33,6 +33,8 @@ n_warmup_steps = 0
 
 [fixed]
 model = "efficient"
+members = 1
+stem_stride = 4
 width = 8
 epochs = {epochs}
 batch_size = 16
