@@ -67,11 +67,7 @@ def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, ca
                 x = augment_batch(train.images[idx], augment, generator).to(device)
                 yield x.contiguous(memory_format=torch.channels_last), train.labels[idx].to(device)
 
-    def step(x, y):
-        with devices.autocast(device, precision):
-            logits = model(x)
-        return _step(model, optimizer, x, y, logits)
-
+    step = _training_step(model, optimizer, device, precision)
     return _timed(batches(), step, steps, warmup, cfg.batch_size), precision, load_seconds
 
 
@@ -86,16 +82,11 @@ def bare_model_throughput(cfg: TrainConfig, precision: str, steps: int, warmup: 
     x = torch.randn(cfg.batch_size, 3, cfg.crop, cfg.crop, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (cfg.batch_size,), device=device)
 
-    def step(x, y):
-        with devices.autocast(device, precision):
-            logits = model(x)
-        return _step(model, optimizer, x, y, logits)
-
     def same_batch():
         while True:
             yield x, y
 
-    return _timed(same_batch(), step, steps, warmup, cfg.batch_size)
+    return _timed(same_batch(), _training_step(model, optimizer, device, precision), steps, warmup, cfg.batch_size)
 
 
 def training_flops_per_image(cfg: TrainConfig, batch: int = 8) -> float:
@@ -123,6 +114,17 @@ def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20, dtype=torch.float32)
 def iter_forever(loader):
     while True:
         yield from loader
+
+
+def _training_step(model, optimizer, device, precision: str):
+    """agestudy's step: forward in the chosen precision, loss and update in fp32."""
+
+    def step(x, y):
+        with devices.autocast(device, precision):
+            logits = model(x)
+        return _step(model, optimizer, x, y, logits)
+
+    return step
 
 
 def _step(model, optimizer, x, y, logits=None):
