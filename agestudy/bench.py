@@ -49,12 +49,8 @@ def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, ca
     t0 = time.perf_counter()
     data = load_data(root, cache_dir, verbose=False)
     load_seconds = time.perf_counter() - t0
-    device = devices.select_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
+    device, model, optimizer = _agestudy_model(cfg)
     precision = devices.choose_precision(model, device, cfg.crop, cfg.batch_size, cfg.precision)
-    optimizer = make_optimizer(model, cfg)  # the training loop's own (fused AdamW)
-    model.train()
     generator = torch.Generator().manual_seed(cfg.seed)
     augment = cfg.augment()
     train = data.train
@@ -74,11 +70,7 @@ def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, ca
 def bare_model_throughput(cfg: TrainConfig, precision: str, steps: int, warmup: int) -> float:
     """images/s of training steps on one fixed random batch already in memory: the model's own
     speed in the chosen precision, with no data pipeline at all. No loop can beat it."""
-    device = devices.select_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
-    optimizer = make_optimizer(model, cfg)
-    model.train()
+    device, model, optimizer = _agestudy_model(cfg)
     x = torch.randn(cfg.batch_size, 3, cfg.crop, cfg.crop, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (cfg.batch_size,), device=device)
 
@@ -114,6 +106,15 @@ def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20, dtype=torch.float32)
 def iter_forever(loader):
     while True:
         yield from loader
+
+
+def _agestudy_model(cfg: TrainConfig):
+    """(device, model, optimizer) as agestudy's training sets them up: channels_last, fused AdamW."""
+    device = devices.select_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
+    model.train()
+    return device, model, make_optimizer(model, cfg)
 
 
 def _training_step(model, optimizer, device, precision: str):

@@ -145,6 +145,19 @@ def test_q1_formulas_hold_for_every_model(name):
     assert all(evaluate_formula(r["formula"]) == r["parameters"] for r in logged["rows"])
 
 
+
+def test_q1_lists_an_ensemble_as_one_member_plus_the_others():
+    from agestudy.analyses.q1_structure import evaluate_formula, structure_table
+
+    model = create_model("efficient", members=3, width=8, stem_stride=4)
+    single = structure_table(model.members[0], 64)
+    logged = structure_table(model, 64)
+    assert logged["total_parameters"] == count_parameters(model) == 3 * single["total_parameters"]
+    assert all(evaluate_formula(r["formula"]) == r["parameters"] for r in logged["rows"])
+    others = [r for r in logged["rows"] if r["name"] == "members.1-2"]
+    assert len(others) == 1 and others[0]["parameters"] == 2 * single["total_parameters"]
+    assert not any(r["name"].startswith(("members.1.", "members.2.")) for r in logged["rows"])
+
 def test_q2_untrained_networks_have_intervals_around_their_accuracy(tiny):
     assert {"q2/chance.json", "q2/accuracy.png", "q2/p1_histograms.png"} <= tiny.artifacts
     logged = table(tiny, "q2/chance.json")

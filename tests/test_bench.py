@@ -13,7 +13,7 @@ import sys
 
 def run_bench(args, tmp_path):
     return subprocess.run([sys.executable, "-m", "agestudy.bench", *args], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=600, env=None)
+                          cwd=tmp_path, timeout=600)
 
 
 def test_bench_prints_both_loops_and_their_ratio_last(synthetic_root, tmp_path):

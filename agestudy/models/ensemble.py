@@ -21,7 +21,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """M x B x classes: each member's own logits (what each member is trained on)."""
+        """M x B x classes: each member's own logits for the same inputs."""
         return torch.stack([m(x) for m in self.members])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
