@@ -1,12 +1,21 @@
-"""Training throughput: agestudy's loop against a lab-notebook loop, same model, same data.
+"""Training throughput on this machine: agestudy's loop against two standard PyTorch loops,
+the model alone, and the device's own peak, all on the same model and the same data.
 
-    python -m agestudy.bench --data path/to/cacd
+    python -m agestudy.bench --data path/to/cacd                      # the default ensemble
+    python -m agestudy.bench --data path/to/cacd --model baseline --members 1
+    python -m agestudy.bench --data path/to/cacd --scale-to 40000     # CACD-sized, repeated in memory
 
-The reference loop is written the way a lab notebook does it: torchvision ImageFolder,
-per-image PIL transforms (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize), a
-DataLoader and fp32. agestudy's loop trains from the decoded-once uint8 tensor with
-batched augmentation, channels_last and the precision its auto-selection picks.
-Both count images/s over whole training steps (data, forward, backward, optimizer step).
+The loops, each timed over whole training steps (data, forward, backward, optimiser step):
+- notebook: torchvision ImageFolder, per-image PIL transforms, a DataLoader in the main
+  process, fp32: the lab's own notebook;
+- tuned standard: the same transforms in DataLoader worker processes with pinned memory and
+  non-blocking copies, autocast in agestudy's precision, channels_last: what a competent
+  engineer writes;
+- agestudy: ``engine.next_batch`` + ``engine.train_step``, exactly what training runs;
+- model alone: ``engine.train_step`` on one batch already on the device, no data pipeline
+  at all: no loop can beat it.
+An ensemble (``--members``) is the same grouped network in every loop, fed M batches a step.
+Images/s count the images each member sees (batch size x steps / seconds).
 """
 
 from __future__ import annotations
@@ -14,190 +23,243 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from agestudy import device as devices
-from agestudy.data import AugmentConfig, augment_batch, load_data, resolve_data_root
+from agestudy.config import TrainConfig
+from agestudy.data import ImageSet, load_data, resolve_data_root
+from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD
+from agestudy.engine import Trainer, next_batch, setup_training, train_step
 from agestudy.errors import UserError, cli_entry
 from agestudy.models import MODELS, create_model
-from agestudy.train import TrainConfig, make_optimizer
+from agestudy.models.members import stack_views
 
 
-def naive_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int) -> float:
-    """images/s of the lab-notebook loop."""
+# ----------------------------------------------------------------------------- the loops
+
+def folder_loader(root, cfg: TrainConfig, batch_images: int, scale_to: int, workers: int, pin: bool):
+    """An ImageFolder DataLoader over train/ with per-image PIL transforms (lab-notebook style)."""
     from torchvision import datasets, transforms
 
     transform = transforms.Compose([
         transforms.RandomCrop(cfg.crop, padding=cfg.padding),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
-        transforms.Normalize([0.5] * 3, [0.25] * 3),
+        transforms.Normalize([PIXEL_MEAN] * 3, [PIXEL_STD] * 3),
     ])
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    if scale_to and len(dataset.samples) < scale_to:  # the file list repeated, like the tensor for agestudy
+        repeats = -(-scale_to // len(dataset.samples))
+        dataset.samples = (dataset.samples * repeats)[:scale_to]
+        dataset.targets = [label for _, label in dataset.samples]
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_images, shuffle=True, drop_last=True,
+                                       num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                                       prefetch_factor=4 if workers else None)
+
+
+def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, scale_to: int, tuned: bool,
+                             workers: int) -> float:
+    """images/s of a standard loop: notebook (``tuned=False``) or tuned (workers, pinned memory, AMP,
+    channels_last)."""
+    device = devices.select_device(cfg.device)
+    batch, members = cfg.batch_for(device.type), cfg.members
+    precision = devices.choose_precision(device, cfg.precision) if tuned else "fp32"
+    loader = folder_loader(root, cfg, batch * members, scale_to, workers if tuned else 0, tuned and device.type == "cuda")
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **cfg.model_kwargs())
+    model = create_model(cfg.model, **cfg.model_kwargs()).to(device)
+    if tuned:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    return _timed(iter_forever(loader), lambda x, y: _step(model, optimizer, x, y), steps, warmup, cfg.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_for(batch), fused=tuned)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-
-def agestudy_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, cache_dir=None) -> tuple[float, str, float]:
-    """(images/s, precision chosen, seconds to load the decoded split) of agestudy's loop."""
-    t0 = time.perf_counter()
-    data = load_data(root, cache_dir, verbose=False)
-    load_seconds = time.perf_counter() - t0
-    device, model, optimizer = _agestudy_model(cfg)
-    precision = devices.choose_precision(model, device, cfg.crop, cfg.batch_size, cfg.precision)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    augment = cfg.augment()
-    train = data.train
+    def step(x, y):
+        x, y = x.to(device, non_blocking=tuned), y.to(device, non_blocking=tuned)
+        x = stack_views(x, members)  # member m trains on images [m*B, (m+1)*B) of the loader's batch
+        if tuned:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with devices.autocast(device, precision):
+            logits = model.member_logits(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, 2), y.view(members, -1).T.reshape(-1)) * members
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def batches():
         while True:
-            order = torch.randperm(len(train), generator=generator)
-            for b in range(len(order) // cfg.batch_size):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = augment_batch(train.images[idx], augment, generator).to(device)
-                yield x.contiguous(memory_format=torch.channels_last), train.labels[idx].to(device)
+            yield from loader
 
-    step = _training_step(model, optimizer, device, precision)
-    return _timed(batches(), step, steps, warmup, cfg.batch_size), precision, load_seconds
+    return timed(batches(), step, steps, warmup, batch, device)
 
 
-def bare_model_throughput(cfg: TrainConfig, precision: str, steps: int, warmup: int) -> float:
-    """images/s of training steps on one fixed random batch already in memory: the model's own
-    speed in the chosen precision, with no data pipeline at all. No loop can beat it."""
-    device, model, optimizer = _agestudy_model(cfg)
-    x = torch.randn(cfg.batch_size, 3, cfg.crop, cfg.crop, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (cfg.batch_size,), device=device)
+def agestudy_loop_throughput(t: Trainer, steps: int, warmup: int) -> float:
+    """images/s of agestudy's training loop: the engine's own batch and step functions."""
+    def batches():
+        step = 0
+        while True:
+            yield next_batch(t, step)
+            step += 1
+
+    return timed(batches(), lambda x, y: train_step(t, x, y), steps, warmup, t.batch_size, t.device)
+
+
+def model_alone_throughput(t: Trainer, steps: int, warmup: int) -> float:
+    """images/s of ``train_step`` on one batch already on the device: the model's own speed."""
+    x, y = next_batch(t, 0)
 
     def same_batch():
         while True:
             yield x, y
 
-    return _timed(same_batch(), _training_step(model, optimizer, device, precision), steps, warmup, cfg.batch_size)
+    return timed(same_batch(), lambda a, b: train_step(t, a, b), steps, warmup, t.batch_size, t.device)
 
+
+def timed(batches, step, steps: int, warmup: int, batch_size: int, device: torch.device) -> float:
+    """Time ``steps`` whole iterations (fetching the batch included) after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step(*next(batches))
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*next(batches))
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- the ceiling
 
 def training_flops_per_image(cfg: TrainConfig, batch: int = 8) -> float:
-    """Floating-point operations of one training step (forward + backward), per image."""
+    """Floating-point operations of one training step (forward + backward) per image and member."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = create_model(cfg.model, **cfg.model_kwargs())
+    model = create_model(cfg.model, **{**cfg.model_kwargs(), "members": 1})
     x = torch.randn(batch, 3, cfg.crop, cfg.crop)
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
     return counter.get_total_flops() / batch
 
 
-def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20, dtype=torch.float32) -> float:
-    """GFLOP/s of a large matrix product in ``dtype``: what these cores can do at best on dense maths."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak_gflops(device: torch.device, dtype=torch.float32, repeats: int = 20) -> float:
+    """GFLOP/s of a large matrix product in ``dtype`` on ``device``: its best rate on dense maths."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def iter_forever(loader):
-    while True:
-        yield from loader
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", errors="ignore")
+                  if line.startswith("model name")), "CPU") if sys.platform.startswith("linux") else "CPU"
+    native = "with native bf16" if devices.cpu_has_native_bf16() else "without native bf16"
+    return f"{model} ({devices.available_cores()} cores, {native})"
 
 
-def _agestudy_model(cfg: TrainConfig):
-    """(device, model, optimizer) as agestudy's training sets them up: channels_last, fused AdamW."""
-    device = devices.select_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
-    model.train()
-    return device, model, make_optimizer(model, cfg)
+# ----------------------------------------------------------------------------- CLI
+
+def repeated(images: ImageSet, n: int) -> ImageSet:
+    """``images`` repeated (in memory) up to ``n`` images: a CACD-sized set out of a small one."""
+    if not n or len(images) >= n:
+        return images
+    index = torch.arange(n) % len(images)
+    return ImageSet(images.images[index], images.labels[index], [images.files[i] for i in index.tolist()])
 
 
-def _training_step(model, optimizer, device, precision: str):
-    """agestudy's step: forward in the chosen precision, loss and update in fp32."""
-
-    def step(x, y):
-        with devices.autocast(device, precision):
-            logits = model(x)
-        return _step(model, optimizer, x, y, logits)
-
-    return step
-
-
-def _step(model, optimizer, x, y, logits=None):
-    logits = model(x) if logits is None else logits
-    loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def _timed(batches, step, steps: int, warmup: int, batch_size: int) -> float:
-    """Time `steps` whole iterations (fetching the batch included) after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step(*next(batches))
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(*next(batches))
-    return steps * batch_size / (time.perf_counter() - start)
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m agestudy.bench",
+        description="Measure training throughput (images/s through each member, whole steps) on this machine: "
+                    "a lab-notebook loop, a tuned standard PyTorch loop, agestudy's loop and the model alone, on "
+                    "the same model and data, beside the device's own matrix-product peak. Ratios come last.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", help="lab-layout folder (default: $AGESTUDY_DATA, ./data or the SYNTHETIC demo)")
+    parser.add_argument("--model", default=defaults.model, choices=sorted(MODELS),
+                        help="network trained by every loop (baseline = the lab's CNN)")
+    parser.add_argument("--members", type=int, default=defaults.members,
+                        help="ensemble size (members trained as one grouped network)")
+    parser.add_argument("--batch-size", type=int, default=0, help="per member; 0 = agestudy's default for the device")
+    parser.add_argument("--crop", type=int, default=defaults.crop, help="side of the training crop")
+    parser.add_argument("--scale-to", type=int, default=0,
+                        help="repeat train/ in memory up to this many images (e.g. 40000, CACD's size); 0 = as is")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each timing")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes of the tuned loop; 0 = one per core")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="agestudy's and the tuned loop's precision (auto: from the hardware)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile agestudy's step")
+    parser.add_argument("--skip-notebook", action="store_true", help="do not time the (slow) notebook loop")
+    parser.add_argument("--cache-dir", help="where decoded arrays are cached (default ~/.cache/agestudy)")
+    return parser
 
 
 @cli_entry
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m agestudy.bench",
-        description="Measure training throughput (images/s, whole pipeline) of agestudy's loop and of a "
-                    "lab-notebook loop (ImageFolder + per-image PIL transforms + DataLoader + fp32) on the same "
-                    "model and data; prints the speed-up ratio last.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--data", help="lab-layout folder (default: $AGESTUDY_DATA, ./data or the SYNTHETIC demo)")
-    parser.add_argument("--model", default="baseline", choices=sorted(MODELS),
-                        help="network trained by both loops (baseline = the lab's CNN)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--crop", type=int, default=88)
-    parser.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", help="agestudy's loop: auto, fp32, bf16 or fp16")
-    parser.add_argument("--cache-dir")
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        raise UserError("--steps must be >= 1 and --warmup >= 0")
-    threads = devices.configure_threads()
-    cfg = TrainConfig(model=args.model, batch_size=args.batch_size, crop=args.crop, device=args.device,
-                      precision=args.precision, padding=4, members=1)
+    args = build_parser().parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.scale_to < 0 or args.workers < 0:
+        raise UserError("--steps must be >= 1, and --warmup, --scale-to and --workers >= 0")
+    cfg = replace(TrainConfig(), model=args.model, members=args.members, batch_size=args.batch_size,
+                  crop=args.crop, device=args.device, precision=args.precision, compile=args.compile)
     cfg.validate()
+    threads = devices.configure_threads()
     root = resolve_data_root(args.data, args.cache_dir).resolve()
-    load_data(root, args.cache_dir, verbose=True)  # fill the decode cache before timing anything
-    print(f"model {cfg.model}, batch {cfg.batch_size}, crop {cfg.crop}, {threads} threads, "
-          f"device {devices.select_device(cfg.device)}", flush=True)
-    ours, precision, load_seconds = agestudy_loop_throughput(root, cfg, args.steps, args.warmup, args.cache_dir)
-    print(f"agestudy loop : {ours:8.1f} images/s  (cached tensors, batched augmentation, channels_last, "
-          f"{precision}; cached split loaded in {load_seconds:.2f} s)", flush=True)
-    bare = bare_model_throughput(cfg, precision, args.steps, args.warmup)
-    print(f"model alone   : {bare:8.1f} images/s  (one random batch in memory, {precision}, no data pipeline): "
-          f"agestudy's loop runs at {ours / bare:.0%} of it", flush=True)
-    naive = naive_loop_throughput(root, cfg, args.steps, args.warmup)
-    print(f"notebook loop : {naive:8.1f} images/s  (ImageFolder + PIL transforms + DataLoader, fp32)", flush=True)
-    # Where the ceiling is: the model's own arithmetic, against the best dense-maths rate of these
-    # cores in each loop's precision (bf16 can be several times fp32 on CPUs with AVX512-BF16 or AMX).
+    start = time.perf_counter()
+    data = load_data(root, args.cache_dir, verbose=True)  # fills the decode cache before anything is timed
+    load_seconds = time.perf_counter() - start
+    train = repeated(data.train, args.scale_to)
+    t = setup_training(cfg, train)
+    workers = args.workers or threads
+    print(f"device: {device_name(t.device)}; {threads} torch threads", flush=True)
+    print(f"model {cfg.model} x {cfg.members} member(s), batch {t.batch_size} per member, crop {cfg.crop}, "
+          f"{t.precision}, {len(train)} training images (decoded split loaded in {load_seconds:.1f} s)", flush=True)
+
+    results = {}
+    results["agestudy"] = agestudy_loop_throughput(t, args.steps, args.warmup)
+    print(f"agestudy loop  : {results['agestudy']:9.1f} images/s  (data on the device, batched augmentation, "
+          f"one grouped ensemble, {t.precision})", flush=True)
+    results["alone"] = model_alone_throughput(t, args.steps, args.warmup)
+    print(f"model alone    : {results['alone']:9.1f} images/s  (one batch already on the device)", flush=True)
+    results["tuned"] = standard_loop_throughput(root, cfg, args.steps, args.warmup, args.scale_to, True, workers)
+    print(f"tuned standard : {results['tuned']:9.1f} images/s  (ImageFolder, {workers} DataLoader workers, "
+          f"pinned memory, {t.precision} autocast, channels_last)", flush=True)
+    if not args.skip_notebook:
+        results["notebook"] = standard_loop_throughput(root, cfg, args.steps, args.warmup, args.scale_to, False, 0)
+        print(f"notebook loop  : {results['notebook']:9.1f} images/s  (ImageFolder + PIL transforms in the main "
+              f"process, fp32)", flush=True)
+
+    # Where the ceiling is: the model's arithmetic against this device's dense-maths peak.
     flops = training_flops_per_image(cfg)
-    ceilings = {"fp32": matmul_ceiling_gflops()}
-    if precision != "fp32":
-        ceilings[precision] = matmul_ceiling_gflops(dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    print(f"model arithmetic: {flops / 1e6:.0f} MFLOP per training image; agestudy loop at "
-          f"{ours * flops / 1e9:.0f} GFLOP/s ({precision}), notebook loop at {naive * flops / 1e9:.0f} GFLOP/s (fp32)",
-          flush=True)
-    for name, gflops in ceilings.items():
-        print(f"{name} matmul ceiling of this machine: {gflops:.0f} GFLOP/s -> at most "
-              f"{gflops * 1e9 / flops:.0f} images/s for this model in {name}", flush=True)
-    print(f"speed-up ratio: {ours / naive:.2f}x")
+    peaks = {"fp32": matmul_peak_gflops(t.device)}
+    if t.precision != "fp32":
+        peaks[t.precision] = matmul_peak_gflops(t.device, torch.bfloat16 if t.precision == "bf16" else torch.float16)
+    achieved = results["agestudy"] * cfg.members * flops / 1e9
+    print(f"model arithmetic: {flops / 1e6:.0f} MFLOP per training image and member; agestudy's loop computes "
+          f"{achieved:.0f} GFLOP/s", flush=True)
+    for name, gflops in peaks.items():
+        print(f"{name} matmul peak of this device: {gflops:.0f} GFLOP/s -> at most "
+              f"{gflops * 1e9 / (flops * cfg.members):.0f} images/s for this model in {name}", flush=True)
+    print(f"ratios: agestudy / model alone {results['agestudy'] / results['alone']:.0%}; "
+          f"agestudy / tuned standard {results['agestudy'] / results['tuned']:.2f}x"
+          + (f"; agestudy / notebook {results['agestudy'] / results['notebook']:.2f}x" if "notebook" in results else ""))
     return 0
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from agestudy.errors import UserError
-from agestudy.train import TrainConfig
+from agestudy.config import TrainConfig
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 OBJECTIVES = {"val_acc": "validation accuracy", "val_auc": "validation ROC AUC"}
@@ -28,7 +28,7 @@ SAMPLERS = {"tpe", "random"}
 PRUNERS = {"median", "hyperband", "none"}
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Options that belong to the run, not to the search.
-NOT_SEARCHABLE = {"device", "precision", "val_fraction", "evals_per_epoch", "log_every"}
+NOT_SEARCHABLE = {"device", "precision", "compile", "val_fraction", "evals_per_epoch", "log_every"}
 
 
 @dataclass

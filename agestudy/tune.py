@@ -161,6 +161,9 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
 
     from agestudy.train import train_and_log
 
+    # images a trial trains on (train/ less its validation split): sets the scale-aware epoch count
+    n_trial_train = len(data.train) - round(len(data.train) * spec.trial_config({}).val_fraction)
+
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker_host", socket.gethostname())
         trial.set_user_attr("worker_pid", os.getpid())
@@ -174,17 +177,19 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
             state["epochs"] = epoch + 1
             # report once per validation; the step is the validation index, comparable across batch sizes
             trial.report(state["value"], state["evals"])
-            if trial.should_prune():
-                # epochs trained so far, in fractions of an epoch (validations happen within epochs)
-                trial.set_user_attr("epochs_done", state["evals"] / cfg.evals_per_epoch)
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} ({spec.objective} {state['value']:.4f})")
+            return trial.should_prune()  # True stops the training: a pruned trial
 
-        trial.set_user_attr("epochs_planned", cfg.epochs)
+        epochs = cfg.epochs_for(n_trial_train)
+        trial.set_user_attr("epochs_planned", epochs)
         tags = {"agestudy.role": "trial", "agestudy.study": spec.name, "agestudy.trial": str(trial.number)}
-        train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
-                      parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
-                      on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
-        trial.set_user_attr("epochs_done", cfg.epochs)
+        run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
+                            parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
+                            on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
+        if run.stopped:
+            # epochs trained so far, in fractions of an epoch (validations happen within epochs)
+            trial.set_user_attr("epochs_done", state["evals"] / cfg.evals_per_epoch)
+            raise optuna.TrialPruned(f"pruned at epoch {state['epochs']} ({spec.objective} {state['value']:.4f})")
+        trial.set_user_attr("epochs_done", epochs)
         return state["value"]
 
     return objective
@@ -264,7 +269,7 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    planned = sum(t.user_attrs.get("epochs_planned", spec.trial_config(t.params).epochs)
+    planned = sum(t.user_attrs.get("epochs_planned", 0)
                   for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     done = sum(t.user_attrs.get("epochs_done", 0) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     summary = {
@@ -326,8 +331,9 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
     cfg = spec.refit_config(best.params)
     tags = {"agestudy.role": "final", "agestudy.study": spec.name, "agestudy.best_trial": str(best.number),
             "agestudy.best_trial_run": best.user_attrs.get(RUN_ID_ATTR, "")}
-    return train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags, parent_run_id=parent_run_id,
-                         progress=progress)
+    run_id, final, _ = train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags,
+                                     parent_run_id=parent_run_id, progress=progress)
+    return run_id, final
 
 
 # ----------------------------------------------------------------------------- CLI

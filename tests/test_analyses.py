@@ -19,7 +19,7 @@ from PIL import Image
 
 from agestudy.analyses import QUESTIONS, parse_questions, run_analyses
 from agestudy.errors import UserError
-from agestudy.models import MODELS, count_parameters, create_model
+from agestudy.models import MODELS, count_parameters, create_model, split_members
 from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
 
 TINY = dict(members=1, stem_stride=4, model="efficient", width=8, epochs=1, batch_size=16, crop=64, padding=2, precision="fp32",
@@ -82,7 +82,7 @@ def tiny(tmp_path_factory):
         setup_tracking(uri, "test")
         generate(tmp / "data", per_class=40, seed=0, progress=False)
         data = load_data(tmp / "data", tmp / "cache", progress=False, verbose=False)
-        run_id, _ = train_and_log(TrainConfig(**TINY), data, progress=False, tags={"agestudy.role": "train"})
+        run_id, _, _ = train_and_log(TrainConfig(**TINY), data, progress=False, tags={"agestudy.role": "train"})
         external = make_external(tmp / "external")
         out = run_analyses(run_id, external=external, options=QUICK, progress=False)
         client = MlflowClient()
@@ -150,7 +150,7 @@ def test_q1_lists_an_ensemble_as_one_member_plus_the_others():
     from agestudy.analyses.q1_structure import evaluate_formula, structure_table
 
     model = create_model("efficient", members=3, width=8, stem_stride=4)
-    single = structure_table(model.members[0], 64)
+    single = structure_table(split_members(model)[0], 64)
     logged = structure_table(model, 64)
     assert logged["total_parameters"] == count_parameters(model) == 3 * single["total_parameters"]
     assert all(evaluate_formula(r["formula"]) == r["parameters"] for r in logged["rows"])

@@ -10,25 +10,37 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def run_bench(args, tmp_path):
     return subprocess.run([sys.executable, "-m", "agestudy.bench", *args], capture_output=True, text=True,
                           cwd=tmp_path, timeout=600)
 
 
-def test_bench_prints_both_loops_and_their_ratio_last(synthetic_root, tmp_path):
-    proc = run_bench(["--data", str(synthetic_root), "--cache-dir", str(tmp_path / "cache"), "--model", "efficient",
-                      "--crop", "64", "--batch-size", "16", "--steps", "2", "--warmup", "1"], tmp_path)
+@pytest.mark.parametrize("model,members", [("efficient", 2), ("baseline", 1)])
+def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, model, members):
+    proc = run_bench(["--data", str(synthetic_root), "--cache-dir", str(tmp_path / "cache"), "--model", model,
+                      "--members", str(members), "--crop", "64", "--batch-size", "16", "--steps", "2", "--warmup", "1",
+                      "--workers", "1", "--scale-to", "300"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    ours = float(re.search(r"agestudy loop :\s+([\d.]+) images/s", out).group(1))
-    naive = float(re.search(r"notebook loop :\s+([\d.]+) images/s", out).group(1))
-    bare = float(re.search(r"model alone   :\s+([\d.]+) images/s", out).group(1))
-    assert ours > 0 and naive > 0 and bare > 0
-    assert re.search(r"fp32 matmul ceiling of this machine: \d+ GFLOP/s", out)
+
+    def rate(name):
+        return float(re.search(rf"{name}\s*:\s+([\d.]+) images/s", out).group(1))
+
+    ours, bare, tuned, naive = rate("agestudy loop"), rate("model alone"), rate("tuned standard"), rate("notebook loop")
+    assert min(ours, bare, tuned, naive) > 0
+    assert f"x {members} member(s)" in out and "300 training images" in out  # --scale-to repeated the data
+    assert re.search(r"device: .*(cores|GPU|NVIDIA)", out)
+    assert re.search(r"fp32 matmul peak of this device: \d+ GFLOP/s", out)
     last = out.strip().splitlines()[-1]
-    ratio = float(re.fullmatch(r"speed-up ratio: ([\d.]+)x", last).group(1))
-    assert abs(ratio - ours / naive) <= 0.01 + 0.01 * ratio  # printed to two decimals
+    found = re.fullmatch(r"ratios: agestudy / model alone (\d+)%; agestudy / tuned standard ([\d.]+)x; "
+                         r"agestudy / notebook ([\d.]+)x", last)
+    assert found, last
+    assert abs(int(found.group(1)) - 100 * ours / bare) <= 1  # printed as a whole percentage
+    assert abs(float(found.group(2)) - ours / tuned) <= 0.01 + 0.01 * ours / tuned  # two decimals
+    assert abs(float(found.group(3)) - ours / naive) <= 0.01 + 0.01 * ours / naive
 
 
 def test_bench_rejects_bad_arguments_without_traceback(tmp_path):

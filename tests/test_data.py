@@ -78,7 +78,7 @@ def test_cli_reports_bad_root_in_one_line_with_exit_2(tmp_path):
 
 
 def test_cli_bad_option_value_exit_2(capsys):
-    assert train_main(["--epochs", "0", "--data", "whatever"]) == 2
+    assert train_main(["--epochs", "-1", "--data", "whatever"]) == 2
     assert "epochs must be >= 1" in capsys.readouterr().err
 
 

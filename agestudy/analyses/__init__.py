@@ -39,7 +39,7 @@ import torch
 
 from agestudy.data import ImageSet, LabData, center_crop, load_data, to_model_input
 from agestudy.errors import UserError
-from agestudy.train import TrainConfig
+from agestudy.config import TrainConfig
 
 # question -> (module, what it answers); the order is the order they run in
 QUESTIONS = {
@@ -229,7 +229,7 @@ def _store_name() -> str:
 
 
 def load_run_model(client, run_id: str, into: Path):
-    from agestudy.train import load_model
+    from agestudy.checkpoint import load_model
 
     try:
         model_dir = client.download_artifacts(run_id, "model", str(into))

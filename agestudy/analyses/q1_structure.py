@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from agestudy.models import Ensemble, count_parameters, create_model
+from agestudy.models import count_parameters, create_model, n_members, split_members
 
 
 def layer_formula(module: nn.Module) -> tuple[str, str]:
@@ -56,7 +56,7 @@ def structure_table(model: nn.Module, crop: int) -> dict:
     members (identical layers, their own weights): the table stays readable and the total
     is still the whole ensemble's.
     """
-    if isinstance(model, Ensemble) and len(model.members) > 1:
+    if n_members(model) > 1:
         return _ensemble_table(model, crop)
     model.eval()
     device = next(model.parameters()).device
@@ -68,7 +68,9 @@ def structure_table(model: nn.Module, crop: int) -> dict:
     def hook(name):
         def record(module, inputs, output):
             if name not in shapes and isinstance(output, torch.Tensor):
-                shapes[name] = list(output.shape[1:])
+                shape = list(output.shape[1:])
+                # one-member networks carry a member axis of size 1 after flattening: not worth a column
+                shapes[name] = shape[1:] if len(shape) == 2 and shape[0] == 1 else shape
                 order.append(name)
         return record
 
@@ -115,10 +117,11 @@ def structure_table(model: nn.Module, crop: int) -> dict:
     }
 
 
-def _ensemble_table(model: Ensemble, crop: int) -> dict:
-    first = structure_table(model.members[0], crop)
+def _ensemble_table(model: nn.Module, crop: int) -> dict:
+    members = n_members(model)
+    first = structure_table(split_members(model)[0], crop)
     rows = [first["rows"][0]] + [{**r, "name": f"members.0.{r['name']}"} for r in first["rows"][1:]]
-    others, per_member = len(model.members) - 1, first["total_parameters"]
+    others, per_member = members - 1, first["total_parameters"]
     rows.append({"name": f"members.1-{others}" if others > 1 else "members.1", "type": "same layers as members.0",
                  "output_shape": [2], "formula": f"{others}*{per_member}",
                  "formula_symbols": "other members x parameters of one member",
@@ -131,10 +134,10 @@ def _ensemble_table(model: Ensemble, crop: int) -> dict:
     if total != numel:
         raise AssertionError(f"ensemble table sums to {total}, the model has {numel} parameters")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {**first, "model": f"Ensemble of {len(model.members)} x {first['model']}", "rows": rows,
+    return {**first, "model": f"Ensemble of {members} x {first['model']}", "rows": rows,
             "total_parameters": total, "sum_numel": numel, "trainable_parameters": trainable,
             "non_trainable_parameters": numel - trainable, "buffers": sum(b.numel() for b in model.buffers()),
-            "members": len(model.members), "parameters_per_member": per_member}
+            "members": members, "parameters_per_member": per_member}
 
 
 def render_text(table: dict, title: str) -> str:

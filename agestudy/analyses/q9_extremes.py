@@ -20,7 +20,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from agestudy.data import center_crop, to_model_input  # noqa: E402
-from agestudy.models import Ensemble  # noqa: E402
+from agestudy.models import split_members  # noqa: E402
 
 N_SHOWN = 16
 
@@ -85,7 +85,7 @@ def run(ctx) -> dict:
     k = min(N_SHOWN, len(order))
     worst, best = order[:k], order[::-1][:k].copy()  # copy: torch refuses negative strides
     # an ensemble: each member's Grad-CAM on its own copy of the layer, averaged (members share a design)
-    networks = list(ctx.model.members) if isinstance(ctx.model, Ensemble) else [ctx.model]
+    networks = split_members(ctx.model)
     layer, layer_shape = cam_layer(networks[0], cfg.crop, ctx.device)
     members_note = f", averaged over the ensemble's {len(networks)} members" if len(networks) > 1 else ""
 

@@ -1,7 +1,9 @@
 """Augmentations on whole batches of uint8 tensors, random per sample.
 
 Working on a batch tensor instead of one PIL image at a time is what makes training
-fast on a CPU: one crop gather, one flip, one jitter per batch, no Python per image.
+fast: one crop gather, one flip, one jitter per batch, no Python per image. Everything
+runs on the device the images are on (a GPU when training runs there), with the random
+numbers drawn there too from ``generator``, which must live on that device.
 """
 
 from __future__ import annotations
@@ -54,18 +56,19 @@ def random_crop(images: torch.Tensor, crop: int, padding: int = 0, generator: to
     b, _, h, w = images.shape
     if crop > min(h, w):
         raise ValueError(f"crop {crop} is larger than the padded images ({h}x{w})")
-    top = torch.randint(0, h - crop + 1, (b,), generator=generator)
-    left = torch.randint(0, w - crop + 1, (b,), generator=generator)
-    offsets = torch.arange(crop)
+    dev = images.device
+    top = torch.randint(0, h - crop + 1, (b,), generator=generator, device=dev)
+    left = torch.randint(0, w - crop + 1, (b,), generator=generator, device=dev)
+    offsets = torch.arange(crop, device=dev)
     rows = (top[:, None] + offsets)[:, :, None]  # B x crop x 1
     cols = (left[:, None] + offsets)[:, None, :]  # B x 1 x crop
-    batch = torch.arange(b)[:, None, None]
+    batch = torch.arange(b, device=dev)[:, None, None]
     # Advanced indexing around the channel slice yields B x crop x crop x C.
     return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
-    mask = torch.rand(images.shape[0], generator=generator) < p
+    mask = torch.rand(images.shape[0], generator=generator, device=images.device) < p
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
@@ -74,7 +77,7 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | 
     b = x.shape[0]
 
     def factors():
-        return 1.0 + strength * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+        return 1.0 + strength * (2 * torch.rand(b, 1, 1, 1, generator=generator, device=x.device) - 1)
 
     x = x * factors()
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -87,10 +90,10 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | 
 def random_affine(x: torch.Tensor, scale: float, rotate: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample zoom and rotation of a float batch, all samples warped in one grid_sample."""
     b = x.shape[0]
-    zoom = 1.0 + scale * (2 * torch.rand(b, generator=generator) - 1)
-    angle = torch.deg2rad(rotate * (2 * torch.rand(b, generator=generator) - 1))
+    zoom = 1.0 + scale * (2 * torch.rand(b, generator=generator, device=x.device) - 1)
+    angle = torch.deg2rad(rotate * (2 * torch.rand(b, generator=generator, device=x.device) - 1))
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input sampling map
-    theta = torch.zeros(b, 2, 3)
+    theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     # reflection keeps the borders face-like instead of black corners after a rotation

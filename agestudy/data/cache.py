@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,36 @@ def decode_image(path: Path) -> tuple[np.ndarray | None, bool]:
     return np.ascontiguousarray(arr.transpose(2, 0, 1)), converted
 
 
+DECODE_CHUNK = 256  # images per task: large enough that sending the pixels back is cheap
+
+
+def decode_chunk(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode a list of images: (K x 3 x 100 x 100 uint8, which were readable, how many converted)."""
+    arrays = np.zeros((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    n_converted = 0
+    for i, path in enumerate(paths):
+        arr, converted = decode_image(path)
+        if arr is not None:
+            arrays[i], ok[i] = arr, True
+            n_converted += converted
+    return arrays, ok, n_converted
+
+
+def _decode_pool(n_images: int):
+    """Worker processes on every core for large splits (decoding holds Python's lock much of the
+    time, so threads stay near one core); a thread for small ones, where starting processes costs
+    more than it saves."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores == 1 or n_images < 4 * DECODE_CHUNK or "fork" not in multiprocessing.get_all_start_methods():
+        return ThreadPoolExecutor(1)
+    # fork, like PyTorch's DataLoader workers: the children only run PIL and numpy, and unlike
+    # spawn/forkserver it never re-imports the caller's script (a notebook, a script without a
+    # __main__ guard)
+    warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+    return ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork"))
+
+
 @dataclass
 class DecodedSplit:
     images: np.ndarray  # N x 3 x 100 x 100 uint8
@@ -108,17 +139,17 @@ def decode_split(listing: SplitListing, cache_dir: Path | None = None, progress:
     images = np.empty((len(listing.files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     keep = np.zeros(len(listing.files), dtype=bool)
     n_converted = 0
-    # PIL releases the GIL while decoding, so threads use every core.
-    workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(decode_image, listing.files, chunksize=64)
-        bar = tqdm(results, total=len(listing.files), desc=f"decoding {listing.split}", unit="img",
-                   disable=not progress, leave=False)
-        for i, (arr, converted) in enumerate(bar):
-            if arr is not None:
-                images[i] = arr
-                keep[i] = True
-                n_converted += converted
+    bar = tqdm(total=len(listing.files), desc=f"decoding {listing.split}", unit="img", disable=not progress,
+               leave=False)
+    chunks = [listing.files[i : i + DECODE_CHUNK] for i in range(0, len(listing.files), DECODE_CHUNK)]
+    with _decode_pool(len(listing.files)) as pool:
+        for c, (arrays, ok, converted) in enumerate(pool.map(decode_chunk, chunks)):
+            lo = c * DECODE_CHUNK
+            images[lo : lo + len(ok)] = arrays
+            keep[lo : lo + len(ok)] = ok
+            n_converted += converted
+            bar.update(len(ok))
+    bar.close()
     rel = [p.relative_to(listing.root).as_posix() for p in listing.files]
     skipped = [r for r, k in zip(rel, keep) if not k]
     decoded = DecodedSplit(

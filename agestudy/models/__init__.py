@@ -4,7 +4,9 @@
     efficient a residual CNN with width/depth/dropout knobs, fast on a CPU
     resnet18  torchvision's ResNet-18 from scratch (weights only from a local file)
 
-Any of them with ``members=N > 1`` becomes an ensemble of N independently initialised copies.
+``baseline`` and ``efficient`` with ``members=N > 1`` are ensembles of N independently
+initialised copies packed into one network (grouped layers, see ``members.py``);
+``split_members`` takes such a network apart into N ordinary ones.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+__all__ = ["MODELS", "count_parameters", "create_model", "model_knobs", "n_members", "pack_members",
+           "split_members", "supports_members"]
+
 import torch
 from torch import nn
 
 from agestudy.errors import UserError
 from agestudy.models.baseline import BaselineCNN
 from agestudy.models.efficient import EfficientCNN
-from agestudy.models.ensemble import Ensemble
+from agestudy.models.members import MemberNetwork, pack_members, split_members
 
 
 def _resnet18(num_classes: int = 2, dropout: float = 0.0, weights_path: str | None = None) -> nn.Module:
@@ -44,7 +49,7 @@ MODELS = {
 def model_knobs(name: str) -> list[str]:
     """The keyword arguments a model accepts (besides num_classes)."""
     params = inspect.signature(MODELS[name]).parameters
-    return [p for p in params if p != "num_classes"] + ["members"]
+    return [p for p in params if p != "num_classes"] + (["members"] if "members" not in params else [])
 
 
 def create_model(name: str, members: int = 1, **knobs) -> nn.Module:
@@ -58,7 +63,17 @@ def create_model(name: str, members: int = 1, **knobs) -> nn.Module:
         raise UserError("members must be >= 1")
     if members == 1:
         return MODELS[name](**knobs)
-    return Ensemble([MODELS[name](**knobs) for _ in range(members)])
+    if not supports_members(name):
+        raise UserError(f"model {name!r} cannot be an ensemble (--members > 1): use baseline or efficient")
+    return MODELS[name](members=members, **knobs)
+
+
+def supports_members(name: str) -> bool:
+    return isinstance(MODELS[name], type) and issubclass(MODELS[name], MemberNetwork)
+
+
+def n_members(model: nn.Module) -> int:
+    return getattr(model, "members", 1)
 
 
 def count_parameters(model: nn.Module) -> int:

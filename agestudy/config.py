@@ -1,0 +1,129 @@
+"""What defines a training run: ``TrainConfig``, plain data, logged as MLflow params.
+
+One home for the training defaults: the CLI, the studies, the bench and the analyses all
+start from ``TrainConfig()``. Values that depend on the machine or the data (batch size,
+learning rate for that batch, number of epochs) are resolved by the methods at the end,
+from the device and the number of training images, never from a timing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from agestudy.data import AugmentConfig
+from agestudy.errors import UserError
+from agestudy.models import MODELS, model_knobs, supports_members
+
+# Batch size (per member) when --batch-size is 0 (auto): small batches suit a CPU's few cores
+# and small data; a GPU needs large ones to be busy.
+AUTO_BATCH = {"cpu": 64, "cuda": 256}
+# With the automatic batch size, --lr is the learning rate at this batch size and the batch the
+# device gets scales it by the square root of the ratio (the usual rule for Adam-type optimisers).
+LR_REFERENCE_BATCH = 64
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. 0 means "auto" where the comment says so."""
+
+    model: str = "efficient"
+    width: int = 16  # efficient: channels of the first stage
+    depth: int = 1  # efficient: residual blocks per stage
+    dropout: float = 0.2
+    members: int = 3  # > 1: an ensemble of that many networks, each with its own init, shuffle and augmentation
+    stem_stride: int = 4  # efficient: 4 shrinks the image 4x before the first stage, 2 keeps more detail (~3x cost)
+    hidden: int = 256  # baseline: units of the hidden linear layer
+    train_images: int = 140_000  # training length in images each member sees (~60 epochs of 2,300 faces)
+    epochs: int = 0  # 0 = from train_images and the size of the training set
+    batch_size: int = 0  # per member; 0 = auto (64 on a CPU, 256 on a GPU)
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3  # with --batch-size 0 (auto): the rate at batch 64, scaled by sqrt(batch/64)
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # sgd only
+    grad_clip: float = 0.0  # clip the gradient norm to this (0 = off)
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.998); 0 = off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing weight; 0 = off
+    crop: int = 88
+    padding: int = 4
+    flip: bool = True
+    jitter: float = 0.1
+    random_crop: bool = True
+    scale: float = 0.0  # random zoom range (e.g. 0.1 = +-10 %), 0 = off
+    rotate: float = 0.0  # random rotation range in degrees, 0 = off
+    eval_flip: bool = True  # test-time: average the prediction of the centre crop and of its mirror
+    val_fraction: float = 0.1
+    evals_per_epoch: int = 4
+    log_every: int = 10  # iterations between training-loss points
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: from the hardware, see device.py)
+    compile: bool = False  # torch.compile the training step (falls back cleanly where it cannot)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,
+                             random_crop=self.random_crop, scale=self.scale, rotate=self.rotate,
+                             eval_flip=self.eval_flip)
+
+    def model_kwargs(self) -> dict:
+        knobs = {"width": self.width, "depth": self.depth, "dropout": self.dropout, "hidden": self.hidden,
+                 "crop": self.crop, "stem_stride": self.stem_stride, "members": self.members}
+        return {k: v for k, v in knobs.items() if k in model_knobs(self.model)}
+
+    # -- resolved from the machine and the data
+
+    def batch_for(self, device_type: str) -> int:
+        return self.batch_size or AUTO_BATCH.get(device_type, AUTO_BATCH["cpu"])
+
+    def lr_for(self, batch_size: int) -> float:
+        """--lr as given with an explicit --batch-size; with the automatic batch size, --lr is read as
+        the rate for a batch of 64 and scaled to the batch the device got."""
+        if self.batch_size:
+            return self.lr
+        return self.lr * math.sqrt(batch_size / LR_REFERENCE_BATCH)
+
+    def epochs_for(self, n_train: int) -> int:
+        """--epochs, else enough whole epochs for ``train_images`` images (at least one)."""
+        return self.epochs or max(1, round(self.train_images / max(1, n_train)))
+
+    def validate(self) -> None:
+        """Every check in one place, before any data is loaded: a mistake costs nothing."""
+        if self.model not in MODELS:
+            raise UserError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UserError(f"unknown optimizer {self.optimizer!r}: use adamw or sgd")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}: use auto, cpu or cuda")
+        if self.members > 1 and not supports_members(self.model):
+            raise UserError(f"model {self.model!r} cannot be an ensemble (--members > 1): use baseline or efficient")
+        checks = [
+            (self.epochs >= 0, "epochs must be >= 1 (or 0: from --train-images)"),
+            (self.train_images >= 1, "train images must be >= 1"),
+            (self.batch_size == 0 or self.batch_size >= 2, "batch size must be >= 2 (or 0: auto)"),
+            (self.lr > 0, "learning rate must be > 0"),
+            (self.weight_decay >= 0, "weight decay must be >= 0"),
+            (self.grad_clip >= 0, "grad clip must be >= 0 (0 = off)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (16 <= self.crop <= 100, "crop must be between 16 and 100 pixels"),
+            (self.padding >= 0, "padding must be >= 0"),
+            (0 <= self.jitter < 1, "jitter must be in [0, 1)"),
+            (0 <= self.scale < 0.5, "scale (zoom range) must be in [0, 0.5)"),
+            (0 <= self.rotate <= 45, "rotate must be between 0 and 45 degrees"),
+            (self.stem_stride in (2, 4), "stem stride must be 2 or 4"),
+            (1 <= self.members <= 16, "members must be between 1 and 16"),
+            (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
+            (self.evals_per_epoch >= 1, "evals per epoch must be >= 1"),
+            (self.log_every >= 1, "log every must be >= 1"),
+            (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
+            (self.mixup >= 0, "mixup alpha must be >= 0"),
+            (self.width >= 4 and self.depth >= 0, "width must be >= 4 and depth >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)

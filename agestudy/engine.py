@@ -1,0 +1,343 @@
+"""The training engine: one readable step loop, the same on a GPU and on a CPU.
+
+    trainer = setup_training(cfg, train)          # model, optimiser, data on the device
+    for step in range(trainer.total_steps):
+        x, y = next_batch(trainer, step)          # gather + augment, on the device
+        stats = train_step(trainer, x, y)         # forward, backward, update: no host sync
+    ...                                           # fit() adds logging, validation and pruning
+
+Why it is fast: the decoded uint8 images move to the training device once; each batch is
+gathered and augmented there, batched, with per-sample randomness; an ensemble's members
+are one grouped network (``models/members.py``), so N members cost one forward and one
+backward; the step never waits for the host (loss and accuracy stay on the device until
+a logging point reads them); the precision comes from the hardware (``device.py``).
+``bench.py`` times exactly these functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from agestudy import device as devices
+from agestudy.config import TrainConfig
+from agestudy.data import AugmentConfig, ImageSet, augment_batch, eval_batch
+from agestudy.errors import UserError
+from agestudy.models import create_model
+from agestudy.models.members import stack_views
+
+
+# ----------------------------------------------------------------------------- set-up
+
+class WeightAverage:
+    """Exponential moving average of the weights (BatchNorm statistics too), with a decay that
+    ramps up from 0 so the random initial weights are forgotten within a few dozen steps."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval()
+        self.decay, self.updates = decay, 0
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        self._floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        self._others = [(a, c) for a, c in pairs if not a.is_floating_point()]  # e.g. BatchNorm's batch counter
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_([a for a, _ in self._floats], [c for _, c in self._floats], 1 - d)
+        for a, c in self._others:
+            a.copy_(c)
+
+
+@dataclass
+class Trainer:
+    """Everything one training run holds; built by ``setup_training``."""
+
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    images: torch.Tensor  # N x 3 x 100 x 100 uint8, on the device
+    labels: torch.Tensor  # N int64, on the device
+    generator: torch.Generator  # on the device: shuffles and augmentations
+    batch_size: int  # per member
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    augment: AugmentConfig
+    member_logits: Callable[[torch.Tensor], torch.Tensor]  # the model's, or its compiled version
+    mixup_rng: np.random.Generator | None = None
+    orders: torch.Tensor | None = field(default=None, repr=False)  # members x N: this epoch's shuffles
+
+    @property
+    def members(self) -> int:
+        return getattr(self.model, "members", 1)
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The model that is validated and saved: the weight average when there is one."""
+        return self.average.module if self.average is not None else self.model
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    # no weight decay on biases and BatchNorm parameters: decaying them only hurts
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    # fused: one kernel for the whole update instead of a dozen elementwise passes
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
+
+
+def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
+    """Linear warm-up, then cosine decay to zero, stepped every iteration."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | None = None) -> Trainer:
+    """A fresh model, its optimiser and schedule, and the training images on the device."""
+    cfg.validate()
+    device = device or devices.select_device(cfg.device)
+    precision = devices.choose_precision(device, cfg.precision)
+    batch_size = cfg.batch_for(device.type)
+    if len(train) < batch_size:
+        raise UserError(f"only {len(train)} training images for batch size {batch_size}: lower --batch-size")
+    torch.manual_seed(cfg.seed)
+    model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
+    model.train()
+    optimizer = make_optimizer(model, cfg, cfg.lr_for(batch_size))
+    steps_per_epoch = len(train) // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny ones
+    epochs = cfg.epochs_for(len(train))
+    total_steps = steps_per_epoch * epochs
+    scheduler = make_scheduler(optimizer, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
+    # fp16 has a narrow range: scale the loss so small gradients do not underflow to zero
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    member_logits = model.member_logits
+    if cfg.compile:
+        member_logits = devices.compiled(model.member_logits)
+    return Trainer(
+        cfg=cfg, device=device, precision=precision, model=model, optimizer=optimizer, scheduler=scheduler,
+        scaler=scaler, average=WeightAverage(model, cfg.ema) if cfg.ema else None,
+        images=train.images.to(device), labels=train.labels.to(device),
+        generator=torch.Generator(device=device).manual_seed(cfg.seed),
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=epochs,
+        augment=cfg.augment(), member_logits=member_logits,
+        mixup_rng=np.random.default_rng(cfg.seed) if cfg.mixup > 0 else None,
+    )
+
+
+# ----------------------------------------------------------------------------- the step
+
+def next_batch(t: Trainer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``step``: each member its own images (its own shuffle, reshuffled every epoch) and its
+    own augmentations -> (B x 3M x crop x crop inputs, B x M labels), all on the device."""
+    b, m = t.batch_size, t.members
+    position = step % t.steps_per_epoch
+    if position == 0 or t.orders is None:
+        n = len(t.labels)
+        t.orders = torch.stack([torch.randperm(n, generator=t.generator, device=t.device) for _ in range(m)])
+    idx = t.orders[:, position * b : (position + 1) * b]  # M x B
+    views = augment_batch(t.images[idx.reshape(-1)], t.augment, t.generator)  # (M*B) x 3 x crop x crop
+    x = stack_views(views, m).contiguous(memory_format=torch.channels_last)
+    return x, t.labels[idx].T  # labels: B x M
+
+
+def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a batch from ``next_batch``; returns [mean member loss, accuracy] on the
+    device (reading it would wait for the device: only logging points do)."""
+    cfg, m = t.cfg, t.members
+    if cfg.mixup > 0:
+        # mixup: train on blends of two images with the same blend of their labels
+        lam = float(t.mixup_rng.beta(cfg.mixup, cfg.mixup))
+        partner = torch.randperm(x.shape[0], generator=t.generator, device=t.device)
+        x = lam * x + (1 - lam) * x[partner]
+    with devices.autocast(t.device, t.precision):
+        logits = t.member_logits(x)  # B x M x 2
+    logits = logits.float().reshape(-1, logits.shape[-1])
+
+    def member_loss(target: torch.Tensor) -> torch.Tensor:
+        # mean over images, summed over members: each member gets exactly its own gradient
+        return F.cross_entropy(logits, target.reshape(-1), label_smoothing=cfg.label_smoothing) * m
+
+    loss = member_loss(y)
+    if cfg.mixup > 0:
+        loss = lam * loss + (1 - lam) * member_loss(y[partner])
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        t.scaler.unscale_(t.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip)
+    t.scaler.step(t.optimizer)  # with fp16: skipped when a gradient is inf or nan
+    t.scaler.update()
+    with warnings.catch_warnings():  # a skipped fp16 step makes the scheduler warn about the order
+        warnings.simplefilter("ignore", UserWarning)
+        t.scheduler.step()
+    if t.average is not None:
+        t.average.update()
+    correct = (logits.argmax(1) == y.reshape(-1)).float().mean()
+    return torch.stack([loss.detach() / m, correct])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict_proba(model, images: torch.Tensor, cfg: AugmentConfig, device, precision: str = "fp32",
+                  batch_size: int = 512) -> torch.Tensor:
+    """P(label 1) for each uint8 image (on the CPU), from the centre crop (averaged with its
+    mirror if ``cfg.eval_flip``)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = eval_batch(images[start : start + batch_size].to(device), cfg).contiguous(memory_format=torch.channels_last)
+        with devices.autocast(device, precision):
+            p1 = torch.softmax(model(x).float(), dim=1)[:, 1]
+            if cfg.eval_flip:
+                p1 = (p1 + torch.softmax(model(x.flip(-1)).float(), dim=1)[:, 1]) / 2
+        out.append(p1)
+    model.train(was_training)
+    return torch.cat(out).cpu() if out else torch.empty(0)
+
+
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, device,
+             precision: str) -> dict[str, float]:
+    """Cross-entropy loss, accuracy and ROC AUC of a split (labels on the CPU)."""
+    p1 = predict_proba(model, images, cfg, device, precision).double().clamp(1e-7, 1 - 1e-7)
+    loss = -torch.where(labels == 1, p1.log(), (1 - p1).log()).mean().item()
+    acc = ((p1 >= 0.5).long() == labels).double().mean().item()
+    auc = float(roc_auc_score(labels.numpy(), p1.numpy())) if len(labels.unique()) == 2 else float("nan")
+    return {"loss": loss, "acc": acc, "auc": auc}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    history: dict[str, list[tuple[int, float]]]
+    best_val_acc: float
+    final_val_acc: float
+    final_val_auc: float
+    iterations: int
+    epochs: int  # planned
+    batch_size: int  # per member, as resolved for the device
+    train_seconds: float
+    images_per_second: float  # images per second through each member (batch size x steps / training time)
+    first_75: tuple[int, float] | None  # (iteration, seconds) when validation accuracy first reached 75 %
+    precision: str  # fp32 / bf16 / fp16, as chosen for this run
+    stopped: bool = False  # on_validation asked to stop (a pruned trial)
+
+
+def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[dict, int], None],
+        on_validation: Callable[[int, int, dict], bool] | None = None, progress: bool = True) -> FitResult:
+    """Train a fresh model; validate ``evals_per_epoch`` times per epoch.
+
+    ``log(metrics, step)`` receives every curve point; ``on_validation(step, epoch, {"acc", "auc",
+    "loss"})`` returns True to stop training early (Optuna pruning).
+    """
+    t = setup_training(cfg, train)
+    val_images = val.images.to(t.device) if val is not None and len(val) else None
+    eval_steps = {e * t.steps_per_epoch + round(t.steps_per_epoch * (k + 1) / cfg.evals_per_epoch)
+                  for e in range(t.epochs) for k in range(cfg.evals_per_epoch)}
+    stats = torch.zeros(t.total_steps, 2, device=t.device)  # per step: loss, accuracy (read in chunks)
+    history: dict[str, list[tuple[int, float]]] = {}
+    state = {"best": 0.0, "last": float("nan"), "last_auc": float("nan"), "first_75": None, "read": 0}
+    start = time.perf_counter()
+    eval_seconds = 0.0
+
+    def record(metrics: dict, step: int):
+        for k, v in metrics.items():
+            history.setdefault(k, []).append((step, float(v)))
+        log(metrics, step)
+
+    def read_training_curve(upto: int):
+        """Curve points (mean over each window of log_every steps) up to step ``upto``: the only place
+        training statistics leave the device."""
+        first = state["read"]
+        values = stats[first:upto].cpu().numpy()
+        losses = values[:, 0]
+        # fp16 may skip a step on overflow (the scaler does); anything else is a real divergence
+        if len(losses) and (not np.isfinite(losses).any() or (t.precision != "fp16" and not np.isfinite(losses).all())):
+            raise FloatingPointError(f"training loss became {losses[~np.isfinite(losses)][0]} before iteration {upto}")
+        ends = [s for s in range(first + 1, upto + 1) if s % cfg.log_every == 0 or s == t.total_steps]
+        if not ends:
+            return
+        lo = first
+        for end in ends:
+            window = values[lo - first : end - first]
+            finite = window[np.isfinite(window[:, 0])]
+            lr = t.scheduler.base_lrs[0] * t.scheduler.lr_lambdas[0](end - 1)  # the rate of step `end`
+            record({"train_loss": finite[:, 0].mean(), "train_acc": finite[:, 1].mean(), "lr": lr}, end)
+            lo = end
+        state["read"] = ends[-1]
+        if bar is not None:
+            elapsed = time.perf_counter() - start - eval_seconds
+            bar.set_postfix(loss=f"{finite[:, 0].mean():.3f}", acc=f"{finite[:, 1].mean():.3f}",
+                            val=f"{state['last']:.3f}", ips=f"{ends[-1] * t.batch_size / elapsed:.0f}")
+
+    bar = None
+    stopped = False
+    step = 0
+    for step in range(1, t.total_steps + 1):
+        epoch = (step - 1) // t.steps_per_epoch
+        if (step - 1) % t.steps_per_epoch == 0:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=t.steps_per_epoch * t.batch_size, desc=f"epoch {epoch + 1}/{t.epochs}", unit="img",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+        x, y = next_batch(t, step - 1)
+        stats[step - 1] = train_step(t, x, y)
+        bar.update(t.batch_size)
+        if step in eval_steps or step == t.total_steps:
+            read_training_curve(step)
+        if step in eval_steps and val_images is not None:
+            t0 = time.perf_counter()
+            scores = evaluate(t.kept, val_images, val.labels, t.augment, t.device, t.precision)
+            eval_seconds += time.perf_counter() - t0
+            state["last"], state["last_auc"] = scores["acc"], scores["auc"]
+            state["best"] = max(state["best"], scores["acc"])
+            if state["first_75"] is None and scores["acc"] >= 0.75:
+                state["first_75"] = (step, time.perf_counter() - start)
+            record({"val_loss": scores["loss"], "val_acc": scores["acc"], "val_auc": scores["auc"]}, step)
+            if on_validation is not None and on_validation(step, epoch, scores):
+                stopped = True
+                read_training_curve(step)
+                break
+        if progress and step % t.steps_per_epoch == 0 and val_images is not None:
+            print(f"epoch {epoch + 1}/{t.epochs}: val_acc {state['last']:.4f}", file=sys.stderr)
+    if bar is not None:
+        bar.close()
+    if t.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    train_seconds = seconds - eval_seconds
+    return FitResult(
+        model=t.kept.eval(), history=history, best_val_acc=state["best"], final_val_acc=state["last"],
+        final_val_auc=state["last_auc"], iterations=step, epochs=t.epochs, batch_size=t.batch_size,
+        train_seconds=seconds, images_per_second=step * t.batch_size / max(train_seconds, 1e-9),
+        first_75=state["first_75"], precision=t.precision, stopped=stopped,
+    )

@@ -1,0 +1,180 @@
+"""The training engine: the batched ensemble, per-member batches, precision, fp16 scaling, compile
+fallback. GPU-only paths run where CUDA exists and skip cleanly elsewhere."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agestudy import device as devices
+from agestudy.config import TrainConfig
+from agestudy.data import load_data
+from agestudy.engine import next_batch, setup_training, train_step
+from agestudy.models import create_model, pack_members, split_members
+from agestudy.models.members import stack_views
+
+TINY = dict(model="efficient", width=8, stem_stride=4, epochs=1, batch_size=16, crop=64, padding=2, precision="fp32")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("name,knobs", [("efficient", {"width": 8, "stem_stride": 2}),
+                                        ("baseline", {"crop": 32, "hidden": 16})])
+def test_batched_ensemble_equals_its_members_run_separately(name, knobs):
+    torch.manual_seed(0)
+    separate = [create_model(name, dropout=0.0, **knobs).train() for _ in range(3)]
+    packed = pack_members(copy.deepcopy(separate)).train()
+    x = torch.randn(3 * 8, 3, 32, 32)  # member m's own batch: rows [8m, 8m+8)
+    y = torch.randint(0, 2, (3, 8))
+
+    logits = packed.member_logits(stack_views(x, 3))  # 8 x 3 x 2
+    F.cross_entropy(logits.reshape(-1, 2), y.T.reshape(-1), reduction="sum").backward()
+    for k, net in enumerate(separate):
+        own = net(x[8 * k : 8 * (k + 1)])
+        F.cross_entropy(own, y[k], reduction="sum").backward()
+        torch.testing.assert_close(logits[:, k], own, rtol=1e-4, atol=1e-5)
+    # gradients: the packed network's, taken apart, are each member's own
+    grads = {n: p.grad for n, p in packed.named_parameters()}
+    for k, net in enumerate(separate):
+        for n, p in net.named_parameters():
+            torch.testing.assert_close(grads[n].chunk(3)[k], p.grad, rtol=1e-4, atol=1e-5)
+    # BatchNorm statistics stay per member too
+    for k, net in enumerate(split_members(packed)):
+        torch.testing.assert_close(net.state_dict()["stem.0.1.running_mean"] if name == "efficient" else
+                                   net.state_dict()["features.0.weight"],
+                                   separate[k].state_dict()["stem.0.1.running_mean"] if name == "efficient" else
+                                   separate[k].state_dict()["features.0.weight"])
+
+
+def test_ensemble_forward_is_the_mean_member_probability():
+    torch.manual_seed(0)
+    model = create_model("efficient", members=3, width=8).eval()
+    x = torch.randn(4, 3, 48, 48)
+    mean = torch.stack([m(x).softmax(1) for m in split_members(model)]).mean(0)
+    torch.testing.assert_close(model(x).softmax(1), mean, rtol=1e-5, atol=1e-6)
+
+
+def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "members": 2})
+    t = setup_training(cfg, data.train)
+    seen = [next_batch(t, step) for step in range(t.steps_per_epoch)]
+    orders = t.orders
+    assert not torch.equal(orders[0], orders[1])
+    for k in (0, 1):  # a permutation each: every image at most once per epoch
+        used = orders[k, : t.steps_per_epoch * t.batch_size]
+        assert len(used.unique()) == len(used)
+    x, y = seen[0]
+    assert x.shape == (16, 6, 64, 64) and y.shape == (16, 2)
+    torch.testing.assert_close(y, t.labels[orders[:, :16]].T)
+    # a new epoch reshuffles
+    next_batch(t, t.steps_per_epoch)
+    assert not torch.equal(t.orders, orders)
+
+
+def test_training_step_changes_weights_without_reading_the_device(synthetic_root, tmp_path, monkeypatch):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    t = setup_training(TrainConfig(**{**TINY, "members": 2}), data.train)
+    before = [p.detach().clone() for p in t.model.parameters()]
+
+    def no_sync(*args, **kwargs):
+        raise AssertionError("the training step read a value back from the device")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    monkeypatch.setattr(torch.Tensor, "__float__", no_sync)
+    stats = train_step(t, *next_batch(t, 0))
+    monkeypatch.undo()
+    assert stats.shape == (2,) and stats.device == t.device
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+def test_precision_comes_from_the_hardware_never_from_a_timing(monkeypatch, tmp_path):
+    import time
+
+    def no_clock():
+        raise AssertionError("precision was chosen by timing")
+
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    monkeypatch.setattr(time, "time", no_clock)
+    expected = "bf16" if devices.cpu_has_native_bf16() else "fp32"
+    assert {devices.choose_precision(torch.device("cpu")) for _ in range(3)} == {expected}
+    assert devices.choose_precision(torch.device("cpu"), "fp16") == "fp16"
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not devices.cpu_has_native_bf16(flags)
+    flags.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert devices.cpu_has_native_bf16(flags)
+    flags.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # ARM
+    assert devices.cpu_has_native_bf16(flags)
+
+
+def test_fp16_scales_unscales_before_clipping_and_skips_inf_steps(synthetic_root, tmp_path, monkeypatch):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    t = setup_training(TrainConfig(**{**TINY, "precision": "fp16", "grad_clip": 1.0}), data.train)
+    assert t.scaler.is_enabled() and t.scaler.get_scale() > 1
+    clipped = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        clipped.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+        return clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train_step(t, *next_batch(t, 0))
+    # the loss was scaled by 65536 for backward, but clipping saw the true gradients
+    assert clipped and clipped[0] < 1000 < t.scaler.get_scale()
+
+    # an inf gradient: the step is skipped (weights unchanged) and the scale backs off
+    scale = t.scaler.get_scale()
+    before = [p.detach().clone() for p in t.model.parameters()]
+    first = next(t.model.parameters())
+    handle = first.register_hook(lambda g: torch.full_like(g, float("inf")))
+    train_step(t, *next_batch(t, 1))
+    handle.remove()
+    assert all(torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+    assert t.scaler.get_scale() < scale
+
+
+def test_compile_falls_back_cleanly(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fn = lambda x: x + 1  # noqa: E731
+    with pytest.warns(UserWarning, match="running eagerly"):
+        assert devices.compiled(fn) is fn
+
+    def compiles_but_fails(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("backend failed")
+        return call
+
+    monkeypatch.setattr(torch, "compile", compiles_but_fails)
+    wrapped = devices.compiled(fn)
+    with pytest.warns(UserWarning, match="running eagerly"):
+        assert wrapped(torch.tensor(1)) == 2
+    assert wrapped(torch.tensor(2)) == 3  # stays eager, no second warning needed
+
+
+def test_training_length_scales_with_the_data():
+    cfg = TrainConfig()
+    assert cfg.epochs_for(2_327) == 60  # the development faces: about 60 epochs
+    assert 3 <= cfg.epochs_for(40_000) <= 4  # CACD: the same number of images seen
+    assert TrainConfig(epochs=7).epochs_for(40_000) == 7
+    assert cfg.batch_for("cpu") == 64 and cfg.batch_for("cuda") == 256
+    assert cfg.lr_for(256) == pytest.approx(2 * cfg.lr_for(64))  # auto batch: lr scaled to it
+    assert TrainConfig(batch_size=32, lr=1e-3).lr_for(32) == 1e-3  # an explicit batch keeps --lr as given
+
+
+@cuda
+def test_cuda_training_keeps_data_and_step_on_the_gpu(synthetic_root, tmp_path):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    t = setup_training(TrainConfig(**{**TINY, "members": 2, "precision": "auto", "device": "cuda"}), data.train)
+    assert t.images.is_cuda and t.generator.device.type == "cuda"
+    assert t.precision == ("bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")
+    x, y = next_batch(t, 0)
+    assert x.is_cuda and y.is_cuda
+    assert train_step(t, x, y).is_cuda
