@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network trained by every loop (baseline = the lab's CNN)")
     parser.add_argument("--members", type=int, default=defaults.members,
                         help="ensemble size (members trained as one grouped network)")
+    parser.add_argument("--width", type=int, default=defaults.width, help="efficient: channels of the first stage")
+    parser.add_argument("--stem-stride", type=int, default=defaults.stem_stride, choices=[0, 2, 4],
+                        help="efficient: how much the stem shrinks the image (0: agestudy's default for the device)")
     parser.add_argument("--batch-size", type=int, default=0, help="per member; 0 = agestudy's default for the device")
     parser.add_argument("--crop", type=int, default=defaults.crop, help="side of the training crop")
     parser.add_argument("--scale-to", type=int, default=0,
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.warmup < 0 or args.scale_to < 0 or args.workers < 0:
         raise UserError("--steps must be >= 1, and --warmup, --scale-to and --workers >= 0")
     cfg = replace(TrainConfig(), model=args.model, members=args.members, batch_size=args.batch_size,
+                  width=args.width, stem_stride=args.stem_stride,
                   crop=args.crop, device=args.device, precision=args.precision, compile=args.compile)
     cfg.validate()
     threads = devices.configure_threads()
@@ -226,16 +230,18 @@ def main(argv=None) -> int:
     data = load_data(root, args.cache_dir, verbose=True)  # fills the decode cache before anything is timed
     load_seconds = time.perf_counter() - start
     train = repeated(data.train, args.scale_to)
+    cfg = cfg.resolved(devices.select_device(cfg.device), len(train))  # every loop trains exactly this
     t = setup_training(cfg, train)
     workers = args.workers or threads
     print(f"device: {device_name(t.device)}; {threads} torch threads", flush=True)
-    print(f"model {cfg.model} x {cfg.members} member(s), batch {t.batch_size} per member, crop {cfg.crop}, "
+    stem = f", stem stride {cfg.stem_stride}" if cfg.model == "efficient" else ""
+    print(f"model {cfg.model}{stem} x {cfg.members} member(s), batch {t.batch_size} per member, crop {cfg.crop}, "
           f"{t.precision}, {len(train)} training images (decoded split loaded in {load_seconds:.1f} s)", flush=True)
 
     results = {}
     results["agestudy"] = agestudy_loop_throughput(t, args.steps, args.warmup)
     print(f"agestudy loop  : {results['agestudy']:9.1f} images/s  (data on the device, batched augmentation, "
-          f"one grouped ensemble, {t.precision})", flush=True)
+          f"ensemble as one network, {t.precision})", flush=True)
     results["alone"] = model_alone_throughput(t, args.steps, args.warmup)
     print(f"model alone    : {results['alone']:9.1f} images/s  (one batch already on the device)", flush=True)
     results["tuned"] = standard_loop_throughput(root, cfg, args.steps, args.warmup, args.scale_to, True, workers)

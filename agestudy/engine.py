@@ -64,7 +64,7 @@ class WeightAverage:
 class Trainer:
     """Everything one training run holds; built by ``setup_training``."""
 
-    cfg: TrainConfig
+    cfg: TrainConfig  # resolved: no "auto" left
     device: torch.device
     precision: str
     model: torch.nn.Module
@@ -121,16 +121,16 @@ def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | Non
     """A fresh model, its optimiser and schedule, and the training images on the device."""
     cfg.validate()
     device = device or devices.select_device(cfg.device)
-    precision = devices.choose_precision(device, cfg.precision)
-    batch_size = cfg.batch_for(device.type)
+    cfg = cfg.resolved(device, len(train))
+    precision, batch_size = cfg.precision, cfg.batch_size
     if len(train) < batch_size:
         raise UserError(f"only {len(train)} training images for batch size {batch_size}: lower --batch-size")
     torch.manual_seed(cfg.seed)
     model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
     model.train()
-    optimizer = make_optimizer(model, cfg, cfg.lr_for(batch_size))
+    optimizer = make_optimizer(model, cfg, cfg.lr)
     steps_per_epoch = len(train) // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny ones
-    epochs = cfg.epochs_for(len(train))
+    epochs = cfg.epochs
     total_steps = steps_per_epoch * epochs
     scheduler = make_scheduler(optimizer, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
     # fp16 has a narrow range: scale the loss so small gradients do not underflow to zero

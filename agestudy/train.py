@@ -77,12 +77,10 @@ def data_params(data: LabData) -> dict:
     }
 
 
-def resolved_params(cfg: TrainConfig, device: torch.device, n_train: int) -> dict:
-    """What "auto" became on this machine and data: logged with every run, so two runs with the
-    same options can be told apart when they ran on different hardware."""
-    batch = cfg.batch_for(device.type)
-    return {"resolved.device": device.type, "resolved.precision": devices.choose_precision(device, cfg.precision),
-            "resolved.batch_size": batch, "resolved.lr": cfg.lr_for(batch), "resolved.epochs": cfg.epochs_for(n_train)}
+def auto_fields(cfg: TrainConfig) -> list[str]:
+    """The options left to "auto", whose values the run resolved for its machine and data."""
+    return [name for name, value in (("device", cfg.device), ("precision", cfg.precision)) if value == "auto"] + \
+        [name for name in ("batch_size", "epochs", "stem_stride") if not getattr(cfg, name)]
 
 
 class TrainedRun(NamedTuple):
@@ -108,6 +106,10 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     cfg.validate()
     device = devices.select_device(cfg.device)
     train, val = (data.train.split(cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else (data.train, None))
+    # every "auto" made concrete for this machine and data: the logged params and the saved
+    # config say exactly what was trained, and the model can be rebuilt on any machine
+    auto = auto_fields(cfg)
+    cfg = cfg.resolved(device, len(train))
     # the parent link as a plain tag: the parent may live in another process or be finished (resume)
     link = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
     with mlflow.start_run(run_name=run_name, tags=link) as run:
@@ -115,9 +117,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
         if on_run_start is not None:
             on_run_start(run_id)
         mlflow.log_params({**asdict(cfg), **data_params(data), "data.n_train_used": len(train),
-                           "data.n_val": len(val) if val is not None else 0,
-                           **resolved_params(cfg, device, len(train))})
-        mlflow.set_tags({"agestudy.synthetic": str(data.synthetic).lower(),
+                           "data.n_val": len(val) if val is not None else 0})
+        mlflow.set_tags({"agestudy.synthetic": str(data.synthetic).lower(), "agestudy.auto": ",".join(auto),
                          "agestudy.data_fingerprint": data.fingerprint, **(tags or {})})
         if data.synthetic:
             mlflow.set_tag("agestudy.warning", "SYNTHETIC demo data: not real faces")

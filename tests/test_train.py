@@ -60,9 +60,9 @@ def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
     assert run.data.tags["agestudy.data_fingerprint"] == data.fingerprint
     assert run.data.params["data.fingerprint"] == data.fingerprint
     assert "version.torch" in run.data.tags and run.data.tags["agestudy.device"] == "cpu"
-    # what "auto" became on this machine is a parameter of the run
-    assert run.data.params["resolved.precision"] == "fp32" and run.data.params["resolved.device"] == "cpu"
-    assert run.data.params["resolved.batch_size"] == "16" and run.data.params["resolved.epochs"] == "2"
+    assert run.data.params["precision"] == "fp32" and run.data.params["device"] == "cpu"
+    assert run.data.params["batch_size"] == "16" and run.data.params["epochs"] == "2"
+
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
         history = client.get_metric_history(run_id, key)
         steps = sorted(m.step for m in history)
@@ -84,6 +84,28 @@ def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
     assert torch.allclose(p1, logged_p1, atol=1e-5)
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
     assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+
+
+def test_auto_options_are_logged_and_saved_as_what_they_became(synthetic_root, tracking, tmp_path):
+    """Precision, batch size, epochs and stem stride left to "auto" are resolved for this machine
+    and data: the run's params and its saved config hold the concrete values."""
+    from mlflow.tracking import MlflowClient
+
+    from agestudy import device as devices
+
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "precision": "auto", "batch_size": 0, "epochs": 0, "stem_stride": 0,
+                         "train_images": 150})
+    run_id, _, _ = train_and_log(cfg, data, progress=False)
+    run = MlflowClient().get_run(run_id)
+    precision = devices.choose_precision(torch.device("cpu"))
+    n_train = run.data.params["data.n_train_used"]
+    assert run.data.params["precision"] == precision and run.data.params["batch_size"] == "64"
+    assert run.data.params["epochs"] == str(max(1, round(150 / int(n_train))))
+    assert run.data.params["stem_stride"] == ("4" if precision == "fp32" else "2")
+    assert run.data.tags["agestudy.auto"] == "device,precision,batch_size,epochs,stem_stride"
+    _, saved = load_model(MlflowClient().download_artifacts(run_id, "model", str(tmp_path / "dl")))
+    assert saved.stem_stride == int(run.data.params["stem_stride"]) and saved.batch_size == 64
 
 
 def test_same_seed_same_metrics(synthetic_root, tracking, tmp_path):

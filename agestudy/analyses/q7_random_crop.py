@@ -60,7 +60,7 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
     params, metrics = run.data.params, run.data.metrics
     row = {"run_id": run.info.run_id, "trial": run.data.tags.get("agestudy.trial"),
            "random_crop": params["random_crop"] == "True", "padding": int(params.get("padding", 0)),
-           "flip": params.get("flip") == "True", "epochs": int(params.get("resolved.epochs", params.get("epochs", 0))),
+           "flip": params.get("flip") == "True", "epochs": int(params.get("epochs", 0)),
            "val_acc": metrics.get("final_val_acc"), "best_val_acc": metrics.get("best_val_acc"),
            "train_acc": None, "test_acc": None, "gap": None}
     try:

@@ -50,20 +50,26 @@ def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
 
 
 def random_crop(images: torch.Tensor, crop: int, padding: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random crop position per sample, gathered in a single indexing op."""
+    """One random crop position per sample (like torchvision's RandomCrop(crop, padding))."""
     if padding:
         images = F.pad(images, (padding, padding, padding, padding))
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     if crop > min(h, w):
         raise ValueError(f"crop {crop} is larger than the padded images ({h}x{w})")
     dev = images.device
     top = torch.randint(0, h - crop + 1, (b,), generator=generator, device=dev)
     left = torch.randint(0, w - crop + 1, (b,), generator=generator, device=dev)
+    if dev.type == "cpu":
+        # on a CPU, B slice copies beat one big gather (about 10x faster for 100x100 images)
+        out = images.new_empty((b, c, crop, crop))
+        for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
+            out[i] = images[i, :, t : t + crop, l : l + crop]
+        return out
+    # on a GPU, one gather for the whole batch: advanced indexing around the channel slice
     offsets = torch.arange(crop, device=dev)
     rows = (top[:, None] + offsets)[:, :, None]  # B x crop x 1
     cols = (left[:, None] + offsets)[:, None, :]  # B x 1 x crop
     batch = torch.arange(b, device=dev)[:, None, None]
-    # Advanced indexing around the channel slice yields B x crop x crop x C.
     return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
@@ -72,19 +78,26 @@ def random_flip(images: torch.Tensor, generator: torch.Generator | None = None, 
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
-def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Light per-sample brightness, contrast and saturation jitter on float images in [0, 1]."""
+def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None,
+                 scale: float = 1.0) -> torch.Tensor:
+    """Light per-sample brightness, contrast and saturation jitter of ``x * scale`` (float images in
+    [0, 1] once scaled; pass uint8 values as floats with scale=1/255), clamped to [0, 1].
+
+    Brightness (x * f1) and contrast ((x - mean) * f2 + mean) are one per-sample affine map, applied
+    in one pass; saturation ((x - grey) * f3 + grey) needs each pixel's grey value, one more pass.
+    """
     b = x.shape[0]
 
     def factors():
         return 1.0 + strength * (2 * torch.rand(b, 1, 1, 1, generator=generator, device=x.device) - 1)
 
-    x = x * factors()
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * factors() + mean
-    gray = x.mean(dim=1, keepdim=True)
-    x = (x - gray) * factors() + gray
-    return x.clamp_(0, 1)
+    f1 = factors()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True) * (scale * f1)  # the mean after the brightness change
+    f2 = factors()
+    x = torch.addcmul(mean * (1 - f2), x, f1 * f2 * scale)  # brightness and contrast
+    f3 = factors()
+    grey = x.mean(dim=1, keepdim=True)
+    return torch.addcmul(grey * (1 - f3), x, f3).clamp_(0, 1)  # saturation
 
 
 def random_affine(x: torch.Tensor, scale: float, rotate: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,11 +123,16 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         images = random_flip(images, generator)
     if not (cfg.jitter > 0 or cfg.scale > 0 or cfg.rotate > 0):
         return to_model_input(images)
-    x = images.float().div_(255.0)
+    x = images.float()
     if cfg.scale > 0 or cfg.rotate > 0:
-        x = random_affine(x, cfg.scale, cfg.rotate, generator)
+        x = random_affine(x.div_(255.0), cfg.scale, cfg.rotate, generator)
+        scale = 1.0
+    else:
+        scale = 1 / 255  # folded into the jitter's own pass
     if cfg.jitter > 0:
-        x = color_jitter(x, cfg.jitter, generator)
+        x = color_jitter(x, cfg.jitter, generator, scale=scale)
+    elif scale != 1.0:
+        x = x.mul_(scale)
     return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
 
 

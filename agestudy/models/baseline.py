@@ -40,5 +40,5 @@ class BaselineCNN(MemberNetwork):
             GroupedLinear(hidden, num_classes, m),
         )
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def grouped_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -68,5 +68,5 @@ class EfficientCNN(MemberNetwork):
             GroupedLinear(widths[-1], num_classes, members),
         )
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def grouped_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
