@@ -35,7 +35,6 @@ from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD
 from agestudy.engine import Trainer, next_batch, setup_training, train_step
 from agestudy.errors import UserError, cli_entry
 from agestudy.models import MODELS, create_model
-from agestudy.models.members import stack_views
 
 
 # ----------------------------------------------------------------------------- the loops
@@ -78,8 +77,7 @@ def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, sc
 
     def step(x, y):
         x, y = x.to(device, non_blocking=tuned), y.to(device, non_blocking=tuned)
-        x = stack_views(x, members)  # member m trains on images [m*B, (m+1)*B) of the loader's batch
-        if tuned:
+        if tuned:  # member m trains on images [m*B, (m+1)*B) of the loader's batch
             x = x.contiguous(memory_format=torch.channels_last)
         with devices.autocast(device, precision):
             logits = model.member_logits(x)

@@ -35,7 +35,6 @@ from agestudy.config import TrainConfig
 from agestudy.data import AugmentConfig, ImageSet, augment_batch, eval_batch
 from agestudy.errors import UserError
 from agestudy.models import create_model
-from agestudy.models.members import stack_views
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -153,16 +152,15 @@ def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | Non
 
 def next_batch(t: Trainer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``step``: each member its own images (its own shuffle, reshuffled every epoch) and its
-    own augmentations -> (B x 3M x crop x crop inputs, B x M labels), all on the device."""
+    own augmentations -> ((M*B) x 3 x crop x crop inputs, member-major; B x M labels), on the device."""
     b, m = t.batch_size, t.members
     position = step % t.steps_per_epoch
     if position == 0 or t.orders is None:
         n = len(t.labels)
         t.orders = torch.stack([torch.randperm(n, generator=t.generator, device=t.device) for _ in range(m)])
     idx = t.orders[:, position * b : (position + 1) * b]  # M x B
-    views = augment_batch(t.images[idx.reshape(-1)], t.augment, t.generator)  # (M*B) x 3 x crop x crop
-    x = stack_views(views, m).contiguous(memory_format=torch.channels_last)
-    return x, t.labels[idx].T  # labels: B x M
+    x = augment_batch(t.images[idx.reshape(-1)], t.augment, t.generator)  # (M*B) x 3 x crop x crop
+    return x.contiguous(memory_format=torch.channels_last), t.labels[idx].T  # labels: B x M
 
 
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

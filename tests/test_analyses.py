@@ -143,6 +143,8 @@ def test_q1_formulas_hold_for_every_model(name):
     logged = structure_table(model, 64)
     assert logged["total_parameters"] == count_parameters(model)
     assert all(evaluate_formula(r["formula"]) == r["parameters"] for r in logged["rows"])
+    if name == "baseline":  # the lab's layers, under the names a student knows
+        assert {r["type"] for r in logged["rows"]} >= {"Conv2d", "MaxPool2d", "Flatten", "Linear"}
 
 
 

@@ -16,7 +16,7 @@ from agestudy.data import cache as cache_module
 from agestudy.data.augment import center_crop, random_crop, save_augmentation_grid
 from agestudy.errors import UserError
 from agestudy.train import main as train_main
-from conftest import REPO, make_lab_tree, write_image
+from conftest import REPO, write_image
 
 
 # ----------------------------------------------------------------------------- bad layouts

@@ -14,22 +14,23 @@ from agestudy.config import TrainConfig
 from agestudy.data import load_data
 from agestudy.engine import next_batch, setup_training, train_step
 from agestudy.models import create_model, pack_members, split_members
-from agestudy.models.members import stack_views
+from agestudy.models.members import mean_probability_logits
 
 TINY = dict(model="efficient", width=8, stem_stride=4, epochs=1, batch_size=16, crop=64, padding=2, precision="fp32")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "member-by-member"])
 @pytest.mark.parametrize("name,knobs", [("efficient", {"width": 8, "stem_stride": 2}),
                                         ("baseline", {"crop": 32, "hidden": 16})])
-def test_batched_ensemble_equals_its_members_run_separately(name, knobs):
+def test_batched_ensemble_equals_its_members_run_separately(name, knobs, grouped):
     torch.manual_seed(0)
     separate = [create_model(name, dropout=0.0, **knobs).train() for _ in range(3)]
     packed = pack_members(copy.deepcopy(separate)).train()
     x = torch.randn(3 * 8, 3, 32, 32)  # member m's own batch: rows [8m, 8m+8)
     y = torch.randint(0, 2, (3, 8))
 
-    logits = packed.member_logits(stack_views(x, 3))  # 8 x 3 x 2
+    logits = packed.member_logits(x, grouped=grouped)  # 8 x 3 x 2
     F.cross_entropy(logits.reshape(-1, 2), y.T.reshape(-1), reduction="sum").backward()
     for k, net in enumerate(separate):
         own = net(x[8 * k : 8 * (k + 1)])
@@ -54,6 +55,9 @@ def test_ensemble_forward_is_the_mean_member_probability():
     x = torch.randn(4, 3, 48, 48)
     mean = torch.stack([m(x).softmax(1) for m in split_members(model)]).mean(0)
     torch.testing.assert_close(model(x).softmax(1), mean, rtol=1e-5, atol=1e-6)
+    # the grouped path (what a GPU runs) gives the same ensemble
+    grouped = mean_probability_logits(model.grouped_logits(x.repeat(1, 3, 1, 1)))
+    torch.testing.assert_close(grouped.softmax(1), mean, rtol=1e-5, atol=1e-6)
 
 
 def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
@@ -67,7 +71,7 @@ def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
         used = orders[k, : t.steps_per_epoch * t.batch_size]
         assert len(used.unique()) == len(used)
     x, y = seen[0]
-    assert x.shape == (16, 6, 64, 64) and y.shape == (16, 2)
+    assert x.shape == (2 * 16, 3, 64, 64) and y.shape == (16, 2)
     torch.testing.assert_close(y, t.labels[orders[:, :16]].T)
     # a new epoch reshuffles
     next_batch(t, t.steps_per_epoch)

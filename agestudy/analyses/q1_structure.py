@@ -42,6 +42,15 @@ def layer_formula(module: nn.Module) -> tuple[str, str]:
     return " + ".join("*".join(str(d) for d in p.shape) or "1" for p in own), "product of each parameter's shape"
 
 
+def layer_type(module: nn.Module) -> str:
+    """The layer's class name; a one-member GroupedLinear or MemberFlatten is exactly PyTorch's
+    Linear or Flatten, and is listed as such."""
+    name = type(module).__name__
+    if getattr(module, "members", None) == 1:
+        return {"GroupedLinear": "Linear", "MemberFlatten": "Flatten"}.get(name, name)
+    return name
+
+
 def evaluate_formula(text: str) -> int:
     """``"3*3*3*32 + 32"`` -> 896 (sums of products of whole numbers only)."""
     if text == "0":
@@ -93,7 +102,7 @@ def structure_table(model: nn.Module, crop: int) -> dict:
         count = sum(p.numel() for p in own)
         if evaluate_formula(formula) != count:  # the formula must say exactly what PyTorch counts
             raise AssertionError(f"{name}: formula {formula} != {count} parameters")
-        rows.append({"name": name, "type": type(module).__name__, "output_shape": shapes.get(name),
+        rows.append({"name": name, "type": layer_type(module), "output_shape": shapes.get(name),
                      "formula": formula, "formula_symbols": symbols, "parameters": count,
                      "trainable": sum(p.numel() for p in own if p.requires_grad)})
     total = sum(r["parameters"] for r in rows)

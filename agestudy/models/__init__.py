@@ -14,9 +14,6 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-__all__ = ["MODELS", "count_parameters", "create_model", "model_knobs", "n_members", "pack_members",
-           "split_members", "supports_members"]
-
 import torch
 from torch import nn
 
@@ -24,6 +21,9 @@ from agestudy.errors import UserError
 from agestudy.models.baseline import BaselineCNN
 from agestudy.models.efficient import EfficientCNN
 from agestudy.models.members import MemberNetwork, pack_members, split_members
+
+__all__ = ["MODELS", "count_parameters", "create_model", "model_knobs", "n_members", "pack_members",
+           "split_members", "supports_members"]
 
 
 def _resnet18(num_classes: int = 2, dropout: float = 0.0, weights_path: str | None = None) -> nn.Module:
