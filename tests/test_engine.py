@@ -169,7 +169,7 @@ def test_training_length_scales_with_the_data():
     assert 3 <= cfg.epochs_for(40_000) <= 4  # CACD: the same number of images seen
     assert TrainConfig(epochs=7).epochs_for(40_000) == 7
     assert cfg.batch_for("cpu") == 64 and cfg.batch_for("cuda") == 256
-    assert cfg.lr_for(256) == pytest.approx(2 * cfg.lr_for(64))  # auto batch: lr scaled to it
+    assert cfg.lr_for(256) == pytest.approx(4 * cfg.lr_for(64))  # auto batch: lr scaled to it
     assert TrainConfig(batch_size=32, lr=1e-3).lr_for(32) == 1e-3  # an explicit batch keeps --lr as given
 
 

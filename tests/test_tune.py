@@ -251,14 +251,16 @@ def test_two_workers_share_one_study(synthetic_root, tmp_path):
 
     study_path = write_study(tmp_path, "pair", n_trials=4, epochs=2)
     storage = str(journal(tmp_path, "pair"))
-    for _ in range(4):
+    # more queued than needed: a worker may start a fifth trial while the other finishes the
+    # fourth, and that one must not sample an lr that fails or gets pruned
+    for _ in range(8):
         load(study_path, storage).enqueue_trial({"lr": 0.05})
     proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--workers", "2",
                                    "--no-refit"),
                           capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "locked" not in proc.stderr
-    trials = load(study_path, storage).trials
+    trials = [t for t in load(study_path, storage).trials if t.state != TrialState.WAITING]  # queued, unstarted
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 4 and not [t for t in trials if t.state == TrialState.FAIL]
     pids = {t.user_attrs["worker_pid"] for t in complete}
@@ -266,8 +268,4 @@ def test_two_workers_share_one_study(synthetic_root, tmp_path):
     _, runs = runs_of(tmp_path)
     children = [r for r in runs if r.data.tags.get("agestudy.role") == "trial"]
     assert sorted(int(r.data.tags["agestudy.trial"]) for r in children) == sorted(t.number for t in trials)
-    # a worker may start one trial more while the other finishes the fourth: that one samples its
-    # own lr and may be pruned, so each run's status must match its own trial's state
-    state = {t.number: t.state for t in trials}
-    expected = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
-    assert all(r.info.status == expected[state[int(r.data.tags["agestudy.trial"])]] for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
