@@ -65,7 +65,7 @@ def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, sc
     channels_last)."""
     device = devices.select_device(cfg.device)
     batch, members = cfg.batch_for(device.type), cfg.members
-    precision = devices.choose_precision(device, cfg.precision) if tuned else "fp32"
+    precision = cfg.precision if tuned else "fp32"  # cfg is resolved: a concrete precision
     loader = folder_loader(root, cfg, batch * members, scale_to, workers if tuned else 0, tuned and device.type == "cuda")
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_kwargs()).to(device)

@@ -37,6 +37,11 @@ from agestudy.errors import UserError
 from agestudy.models import create_model
 
 
+# An fp16 step skipped by the gradient scaler makes the scheduler warn that it stepped before the
+# optimiser; that is the scaler doing its job.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before", category=UserWarning)
+
+
 # ----------------------------------------------------------------------------- set-up
 
 class WeightAverage:
@@ -65,7 +70,6 @@ class Trainer:
 
     cfg: TrainConfig  # resolved: no "auto" left
     device: torch.device
-    precision: str
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -74,14 +78,25 @@ class Trainer:
     images: torch.Tensor  # N x 3 x 100 x 100 uint8, on the device
     labels: torch.Tensor  # N int64, on the device
     generator: torch.Generator  # on the device: shuffles and augmentations
-    batch_size: int  # per member
     steps_per_epoch: int
     total_steps: int
-    epochs: int
     augment: AugmentConfig
     member_logits: Callable[[torch.Tensor], torch.Tensor]  # the model's, or its compiled version
     mixup_rng: np.random.Generator | None = None
     orders: torch.Tensor | None = field(default=None, repr=False)  # members x N: this epoch's shuffles
+
+    # the resolved configuration is the one home of these; the properties only shorten the loop
+    @property
+    def precision(self) -> str:
+        return self.cfg.precision
+
+    @property
+    def batch_size(self) -> int:  # per member
+        return self.cfg.batch_size
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.epochs
 
     @property
     def members(self) -> int:
@@ -121,28 +136,26 @@ def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | Non
     cfg.validate()
     device = device or devices.select_device(cfg.device)
     cfg = cfg.resolved(device, len(train))
-    precision, batch_size = cfg.precision, cfg.batch_size
-    if len(train) < batch_size:
-        raise UserError(f"only {len(train)} training images for batch size {batch_size}: lower --batch-size")
+    if len(train) < cfg.batch_size:
+        raise UserError(f"only {len(train)} training images for batch size {cfg.batch_size}: lower --batch-size")
     torch.manual_seed(cfg.seed)
     model = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), device)
     model.train()
     optimizer = make_optimizer(model, cfg, cfg.lr)
-    steps_per_epoch = len(train) // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny ones
-    epochs = cfg.epochs
-    total_steps = steps_per_epoch * epochs
+    steps_per_epoch = len(train) // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny ones
+    total_steps = steps_per_epoch * cfg.epochs
     scheduler = make_scheduler(optimizer, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
     # fp16 has a narrow range: scale the loss so small gradients do not underflow to zero
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     member_logits = model.member_logits
     if cfg.compile:
         member_logits = devices.compiled(model.member_logits)
     return Trainer(
-        cfg=cfg, device=device, precision=precision, model=model, optimizer=optimizer, scheduler=scheduler,
+        cfg=cfg, device=device, model=model, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, average=WeightAverage(model, cfg.ema) if cfg.ema else None,
         images=train.images.to(device), labels=train.labels.to(device),
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
-        batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         augment=cfg.augment(), member_logits=member_logits,
         mixup_rng=np.random.default_rng(cfg.seed) if cfg.mixup > 0 else None,
     )
@@ -190,9 +203,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip)
     t.scaler.step(t.optimizer)  # with fp16: skipped when a gradient is inf or nan
     t.scaler.update()
-    with warnings.catch_warnings():  # a skipped fp16 step makes the scheduler warn about the order
-        warnings.simplefilter("ignore", UserWarning)
-        t.scheduler.step()
+    t.scheduler.step()
     if t.average is not None:
         t.average.update()
     correct = (logits.argmax(1) == y.reshape(-1)).float().mean()
@@ -241,8 +252,6 @@ class FitResult:
     final_val_acc: float
     final_val_auc: float
     iterations: int
-    epochs: int  # planned
-    batch_size: int  # per member, as resolved for the device
     train_seconds: float
     images_per_second: float  # images per second through each member (batch size x steps / training time)
     first_75: tuple[int, float] | None  # (iteration, seconds) when validation accuracy first reached 75 %
@@ -335,7 +344,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
     train_seconds = seconds - eval_seconds
     return FitResult(
         model=t.kept.eval(), history=history, best_val_acc=state["best"], final_val_acc=state["last"],
-        final_val_auc=state["last_auc"], iterations=step, epochs=t.epochs, batch_size=t.batch_size,
+        final_val_auc=state["last_auc"], iterations=step,
         train_seconds=seconds, images_per_second=step * t.batch_size / max(train_seconds, 1e-9),
         first_75=state["first_75"], precision=t.precision, stopped=stopped,
     )
