@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html as htmllib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -80,6 +81,13 @@ def study(tmp_path_factory):
         analysed = done.returncode == 0
         if not analysed:
             print(f"agestudy.analyze failed (the report still renders):\n{done.stderr[-2000:]}")
+    # question 11: a tiny CycleGAN judged by the final run
+    gan = _run(["-m", "agestudy.cyclegan", "--data", str(data), "--judge", final.info.run_id, "--size", "32",
+                "--width", "4", "--blocks", "1", "--disc-width", "4", "--epochs", "2", "--batch-size", "8",
+                "--samples", "2", "--cache-dir", str(tmp / "cache"), "--quiet"], tmp)
+    assert gan.returncode == 0, f"agestudy.cyclegan failed:\n{gan.stderr[-3000:]}"
+    gan_run = next(r for r in client.search_runs([exp.experiment_id], max_results=100)
+                   if r.data.tags.get("agestudy.role") == "cyclegan")
     client.set_tag(final.info.run_id, "mlflow.runName", SCRIPT_RUN_NAME)
 
     start = time.perf_counter()
@@ -90,7 +98,7 @@ def study(tmp_path_factory):
     from agestudy.report import build_report
 
     en = build_report(out=tmp / "report" / "en" / "report.pdf", lang="en", html=True, tracking_uri=uri)
-    return {"tmp": tmp, "final": final, "trial": trial, "client": client, "uri": uri, "analysed": analysed,
+    return {"tmp": tmp, "final": final, "trial": trial, "gan": gan_run, "client": client, "uri": uri, "analysed": analysed,
             "fr_pdf": tmp / "report" / "compte-rendu.pdf", "fr_html": tmp / "report" / "compte-rendu.html",
             "en_pdf": en["pdf"], "en_html": en["html"], "seconds": seconds, "stdout": fr.stdout}
 
@@ -209,6 +217,36 @@ def test_report_on_a_trial_run_says_what_is_missing(study):
     assert "Not available yet" in text
     assert f"python -m agestudy.analyze --run {trial_id}" in text
     assert "has no test_accuracy metric" in text
+
+
+def test_section_eleven_shows_the_judged_cyclegan(study, tmp_path):
+    text = squash(pdf_text(study["fr_pdf"]))
+    section = text[text.rindex("11. Vieillir et rajeunir"):text.rindex("12. Optimisation de l'entrée")]
+    gan = study["gan"]
+    assert "Mesuré sur ces données" in section and gan.info.run_id in section
+    assert study["final"].info.run_id in section  # the judge, named
+    table = json.loads(Path(study["client"].download_artifacts(gan.info.run_id, "judge/judge.json",
+                                                              str(tmp_path))).read_text())
+    for group in ("young", "old"):  # the rise fractions, printed as the judge logged them
+        printed = f"{100 * table[group]['rise_fraction']:.1f}".replace(".", ",") + " %"
+        assert printed in section, (printed, section[:2000])
+    page = study["fr_html"].read_text()
+    for artifact in ("judge/grid.png", "judge/probabilities.png", "plots/losses.png"):
+        assert f"assets/{gan.info.run_id}/{artifact}" in page
+
+
+def test_section_eleven_without_a_run_says_what_to_run():
+    import jinja2
+
+    from agestudy.report import TEMPLATES_DIR, make_filters
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined)
+    env.filters.update(make_filters("en"))
+    command = "python -m agestudy.cyclegan --data ROOT --judge abc"
+    page = env.get_template("sections/q11_cyclegan.html.j2").render(
+        r={"q11": {"run": None, "command": command}, "analysis_command": ""}, lang="en")
+    assert "Not measured yet" in page and command in page and "Cycle consistency" in page
 
 
 def test_no_runs_exits_2_with_what_to_run(tmp_path):

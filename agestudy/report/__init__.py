@@ -12,7 +12,8 @@ the HTML into the PDF. The text is written once per language in the templates; e
 number and figure comes from a run, which its caption or source line names.
 
 The analysis sections (questions 1, 2, 5, 7, 8, 9, 10, 12) find the analyses' results
-through ``agestudy/report/analysis_map.py``.
+through ``agestudy/report/analysis_map.py``. Question 11 shows the CycleGAN run of
+``python -m agestudy.cyclegan`` (``collect.cyclegan_section``).
 """
 
 from __future__ import annotations

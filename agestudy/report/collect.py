@@ -4,7 +4,8 @@ Which runs: the analysed run (``--run``, else the latest FINISHED run tagged
 ``agestudy.role=final``, optionally of ``--study``), its study run (the ``mlflow.parentRunId``
 of a final run or trial), its best trial (tag ``agestudy.best_trial_run``), the
 ``hyperparams`` and ``augmentation`` study runs of the same experiment when they exist, and
-its analysis run (tag ``agestudy.analysis_run``). Artifacts that are shown are downloaded
+its analysis run (tag ``agestudy.analysis_run``), and for question 11 the latest CycleGAN run
+(tag ``agestudy.role=cyclegan``) judged by it, else one on the same data. Artifacts that are shown are downloaded
 under ``ASSETS/<run id>/...`` next to the output, so the HTML and PDF refer to local files;
 figures drawn at render time from logged metric histories go to ``ASSETS/<run id>/report/``.
 """
@@ -96,6 +97,7 @@ class ReportData:
     q6: dict
     q7: dict
     q9: dict
+    q11: dict
     analyses: dict  # "q1" ... "q12" -> AnalysisSection
 
 
@@ -130,8 +132,9 @@ class Store:
                        params=dict(r.data.params), tags=dict(r.data.tags), metrics=dict(r.data.metrics),
                        experiment_id=r.info.experiment_id)
 
-    def search(self, experiment_id: str, filters: str, max_results: int = 1) -> list[RunInfo]:
-        runs = self.client.search_runs([experiment_id], filter_string=filters, max_results=max_results,
+    def search(self, experiment_id: str | list[str], filters: str, max_results: int = 1) -> list[RunInfo]:
+        ids = [experiment_id] if isinstance(experiment_id, str) else experiment_id
+        runs = self.client.search_runs(ids, filter_string=filters, max_results=max_results,
                                        order_by=["attributes.start_time DESC"])
         return [self._info(r) for r in runs]
 
@@ -460,6 +463,49 @@ def extremes_section(store: Store, run: RunInfo) -> dict:
     return out
 
 
+def cyclegan_section(store: Store, run: RunInfo) -> dict:
+    """Question 11: the latest finished CycleGAN run judged by this report's classifier (in any
+    experiment), else the latest of the report's experiment on the same data, else its latest;
+    with the judge's table, grids and curves."""
+    from agestudy import cyclegan
+    from agestudy.analyses import q11_cyclegan as judging
+
+    out = {"run": None, "command": f"python -m agestudy.cyclegan --data {run.params.get('data.root', 'ROOT')} "
+                                   f"--judge {run.id}"}
+    base = f"tags.`{cyclegan.ROLE_TAG}` = '{cyclegan.ROLE}' and attributes.status = 'FINISHED'"
+    fingerprint = run.params.get("data.fingerprint") or run.tags.get("agestudy.data_fingerprint", "")
+    everywhere = [e.experiment_id for e in store.client.search_experiments()]
+    candidates = ((everywhere, f"{base} and tags.`{cyclegan.JUDGE_TAG}` = '{run.id}'"),  # judged by this run
+                  (run.experiment_id, f"{base} and tags.`agestudy.data_fingerprint` = '{fingerprint}'"),
+                  (run.experiment_id, base))
+    chosen = next((found[0] for where, f in candidates if (found := store.search(where, f))), None)
+    if chosen is None:
+        return out
+    judge = store.json(chosen.id, judging.JUDGE_TABLE)
+    try:
+        samples = sorted(a.path for a in store.client.list_artifacts(chosen.id, cyclegan.SAMPLES_DIR)
+                         if a.path.endswith(".png"))
+    except Exception:  # noqa: BLE001 - an unreachable artifact store: the section shows no sample grid
+        samples = []
+    out.update(
+        run=chosen, judge=judge, judge_table=judging.JUDGE_TABLE, judge_run_id=chosen.tags.get(cyclegan.JUDGE_TAG),
+        judged_by_this_run=chosen.tags.get(cyclegan.JUDGE_TAG) == run.id,
+        same_data=chosen.tags.get("agestudy.data_fingerprint") == fingerprint,
+        synthetic=chosen.tags.get("agestudy.synthetic") == "true",
+        params={k: chosen.params.get(k) for k in ("size", "epochs", "batch_size", "train_images", "width", "blocks",
+                                                   "lambda_cycle", "lambda_identity", "precision", "device",
+                                                   "data.train_0", "data.train_1")},
+        seconds=_finite(chosen.metrics.get("train/seconds")),
+        pairs_per_second=_finite(chosen.metrics.get("train/pairs_per_second")),
+        grid=store.figure(chosen.id, judging.JUDGE_GRID),
+        scatter=store.figure(chosen.id, judging.JUDGE_SCATTER),
+        losses=store.figure(chosen.id, cyclegan.LOSS_PLOT),
+        first_samples=store.figure(chosen.id, samples[0]) if len(samples) > 1 else None,
+        last_samples=store.figure(chosen.id, samples[-1]) if samples else None,
+    )
+    return out
+
+
 def analysis_sections(store: Store, run: RunInfo) -> tuple[str | None, dict]:
     """Resolve every item of ``analysis_map`` against the run's analysis run."""
     analysis = store.run(run.tags.get(ANALYSIS_LINK_TAG))
@@ -543,6 +589,7 @@ def collect(client, experiment: str, out_dir: Path, assets: Path, lang: str, stu
         q6=hyperparameter_section(store, run, own_study),
         q7=augmentation_section(store, run),
         q9=extremes_section(store, run),
+        q11=cyclegan_section(store, run),
         analyses=analyses,
     )
 
