@@ -134,4 +134,4 @@ class MetricBuffer:
                 self.client.log_batch(self.run_id, metrics=self.pending[i : i + 1000])
             self.pending = []
         except Exception as err:  # noqa: BLE001 - a tracking hiccup must not kill a training run
-            warnings.warn(f"MLflow metric logging failed, will retry: {err}")
+            warnings.warn(f"MLflow metric logging failed, will retry: {err}", stacklevel=2)

@@ -38,6 +38,7 @@ def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precisio
                         prefix: str = "test") -> dict[str, float]:
     """Measure the model on test/: metrics plus ROC, reliability, confusion, gallery and predictions CSV."""
     from agestudy import metrics as M
+    from agestudy.plots import gallery
 
     test = data.test
     p1 = predict_proba(model, test.images, cfg.augment(), device, precision).numpy().astype(np.float64)
@@ -53,7 +54,7 @@ def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precisio
     wrong = np.flatnonzero(preds != labels)
     wrong = wrong[np.argsort(-np.abs(p1[wrong] - 0.5))][:32]
     captions = [f"true {labels[i]}, p1={p1[i]:.2f}" for i in wrong]
-    M.plot_gallery(test.images[torch.as_tensor(wrong, dtype=torch.long)].numpy() if len(wrong) else [], captions,
+    gallery(test.images[torch.as_tensor(wrong, dtype=torch.long)].numpy() if len(wrong) else [], captions,
                    plots / "misclassified.png", title="Most confidently misclassified test images")
     tables = out_dir / "predictions"
     tables.mkdir(parents=True, exist_ok=True)

@@ -256,22 +256,21 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
 
 def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
     """Plots and a trial table on the parent run; returns the pruning figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import mlflow
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ov
 
+    from agestudy.plots import plt
+
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     planned = sum(t.user_attrs.get("epochs_planned", 0)
                   for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
-    done = sum(t.user_attrs.get("epochs_done", 0) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    done = sum(t.user_attrs.get("epochs_done", 0) for t in trials
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     summary = {
         "n_trials_complete": len(complete),
         "n_trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
@@ -299,13 +298,14 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
                 fig.savefig(out / name, dpi=100)
                 plt.close("all")
             except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
-                warnings.warn(f"could not draw {name}: {err}")
+                warnings.warn(f"could not draw {name}: {err}", stacklevel=2)
         if len(complete) >= 2 and searched:
             try:
-                importances = optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+                importances = optuna.importance.get_param_importances(
+                    study, evaluator=FanovaImportanceEvaluator(seed=0))
                 (out / "param_importances.json").write_text(json.dumps(importances, indent=2))
             except Exception as err:  # noqa: BLE001
-                warnings.warn(f"could not compute parameter importances: {err}")
+                warnings.warn(f"could not compute parameter importances: {err}", stacklevel=2)
         table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
         table.to_csv(out / "trials.csv", index=False)
         mlflow.log_artifacts(str(out), artifact_path="study")

@@ -30,16 +30,16 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from agestudy.config import TrainConfig
 from agestudy.data import ImageSet, LabData, center_crop, load_data, to_model_input
 from agestudy.errors import UserError
-from agestudy.config import TrainConfig
 
 # question -> (module, what it answers); the order is the order they run in
 QUESTIONS = {
@@ -263,9 +263,9 @@ def check_external(external) -> Path | None:
 
 def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
     """The analysed run's analysis child: the existing one (unless ``fresh``), else a new one."""
-    from agestudy.tracking import environment_tags
-
     from mlflow.entities import RunTag
+
+    from agestudy.tracking import environment_tags
 
     run_id = run.info.run_id
     environment = environment_tags(str(device), "fp32")

@@ -19,18 +19,15 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from agestudy import device as devices  # noqa: E402
-from agestudy.analyses import centre_view, predict_logits, softmax_p1  # noqa: E402
-from agestudy.data import AugmentConfig  # noqa: E402
-from agestudy.data.augment import save_augmentation_grid  # noqa: E402
+from agestudy import device as devices
+from agestudy.analyses import centre_view, predict_logits, softmax_p1
+from agestudy.data import AugmentConfig
+from agestudy.data.augment import save_augmentation_grid
+from agestudy.plots import plt
 
 STUDY = "augmentation"
 MAX_TRAIN_EVAL = 2000  # training images measured per trial: enough for the gap, cheap on CACD's 36k

@@ -290,10 +290,7 @@ def learning_curves(store: Store, run: RunInfo, trial: RunInfo | None, lang: str
            "n_points": len(own["train_loss"]), "figure": None, "logged_figure": store.figure(run.id, "plots/learning_curve.png")}
     if not own["train_loss"] and not other.get("train_loss"):
         return out
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from agestudy.plots import plt
 
     fr = lang == "fr"
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
