@@ -22,9 +22,9 @@ import re
 from pathlib import Path
 
 from agestudy.errors import UserError
+from agestudy.resources import resource_dir
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES_DIR = REPO / "report_templates"
+TEMPLATES_DIR = resource_dir("report_templates")  # report_templates/ of the source tree, or the installed copy
 LANGS = ("fr", "en")
 DEFAULT_OUT = {"fr": Path("report") / "compte-rendu.pdf", "en": Path("report") / "report-en.pdf"}
 
@@ -124,8 +124,8 @@ def render_html(data, lang: str) -> str:
     import markupsafe
 
     if not (TEMPLATES_DIR / "base.html.j2").is_file():
-        raise UserError(f"report templates not found in {TEMPLATES_DIR}: install agestudy from its source tree "
-                        "(pip install -e .)")
+        raise UserError(f"report templates not found in {TEMPLATES_DIR}: reinstall agestudy "
+                        "(pip install . or pip install -e .)")
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                              undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
