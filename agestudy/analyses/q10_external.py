@@ -23,6 +23,7 @@ from agestudy import plots
 from agestudy.analyses import centre_view, predict_logits, softmax_p1
 from agestudy.data.folders import IMAGE_EXTENSIONS
 from agestudy.errors import UserError
+from agestudy.runs import EXTERNAL_TAG
 
 IMAGE_SIZE = 100
 CASCADE = "haarcascade_frontalface_default.xml"  # its framing is the one measured below
@@ -137,7 +138,7 @@ def list_photos(folder: Path) -> tuple[list[tuple[Path, int | None]], list[str]]
 def run(ctx) -> dict:
     from scipy import stats
 
-    ctx.client.set_tag(ctx.analysis_run_id, "agestudy.external", str(ctx.external or ""))
+    ctx.client.set_tag(ctx.analysis_run_id, EXTERNAL_TAG, str(ctx.external or ""))
     if ctx.external is None:
         ctx.log_table("summary", {"status": "no_external_photos",
                                   "message": "No external photos were given (python -m agestudy.analyze --run RUN "
