@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agestudy.errors import UserError, cli_entry
+from agestudy.errors import cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,37 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_store(uri: str) -> None:
-    """Point MLflow at an existing store (no experiment is created: the run has its own)."""
-    import logging
-    import os
-
-    from agestudy.tracking import sqlite_path
-
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise UserError(f"no MLflow store at {db}: run from the project folder or pass --tracking-uri")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-
-
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from agestudy import device as devices
     from agestudy.analyses import check_external, parse_questions, run_analyses
-    from agestudy.tracking import resolve_tracking_uri
+    from agestudy.runs import open_store
 
     parse_questions(args.only)  # mistakes in the arguments fail before anything is loaded
     check_external(args.external)
-    open_store(resolve_tracking_uri(args.tracking_uri))
+    _, uri = open_store(args.tracking_uri)  # an existing store only: the analysed run is in it
     devices.configure_threads()
     out = run_analyses(args.run, only=args.only, external=args.external, data_root=args.data,
                        cache_dir=args.cache_dir, device=args.device, fresh=args.fresh, progress=not args.quiet)
-    print(f"analysis run {out['analysis_run_id']} (child of {args.run}; {resolve_tracking_uri(args.tracking_uri)})")
+    print(f"analysis run {out['analysis_run_id']} (child of {args.run}; {uri})")
     for q, values in out["results"].items():
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(values.items())[:8])
         print(f"  {q}: {shown}")

@@ -36,7 +36,6 @@ from agestudy.engine import Trainer, next_batch, setup_training, train_step
 from agestudy.errors import UserError, cli_entry
 from agestudy.models import MODELS, create_model
 
-
 # ----------------------------------------------------------------------------- the loops
 
 def folder_loader(root, cfg: TrainConfig, batch_images: int, scale_to: int, workers: int, pin: bool):
@@ -66,7 +65,8 @@ def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, sc
     device = devices.select_device(cfg.device)
     batch, members = cfg.batch_for(device.type), cfg.members
     precision = cfg.precision if tuned else "fp32"  # cfg is resolved: a concrete precision
-    loader = folder_loader(root, cfg, batch * members, scale_to, workers if tuned else 0, tuned and device.type == "cuda")
+    loader = folder_loader(root, cfg, batch * members, scale_to, workers if tuned else 0,
+                           tuned and device.type == "cuda")
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_kwargs()).to(device)
     if tuned:
@@ -263,7 +263,8 @@ def main(argv=None) -> int:
               f"{gflops * 1e9 / (flops * cfg.members):.0f} images/s for this model in {name}", flush=True)
     print(f"ratios: agestudy / model alone {results['agestudy'] / results['alone']:.0%}; "
           f"agestudy / tuned standard {results['agestudy'] / results['tuned']:.2f}x"
-          + (f"; agestudy / notebook {results['agestudy'] / results['notebook']:.2f}x" if "notebook" in results else ""))
+          + (f"; agestudy / notebook {results['agestudy'] / results['notebook']:.2f}x"
+             if "notebook" in results else ""))
     return 0
 
 

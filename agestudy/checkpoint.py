@@ -16,10 +16,7 @@ import torch
 from agestudy.config import TrainConfig
 from agestudy.models import create_model
 from agestudy.models.members import pack_states
-
-MODEL_DIR = "model"
-WEIGHTS_FILE = "state_dict.pt"
-CONFIG_FILE = "config.json"
+from agestudy.runs import CONFIG_FILE, MODEL_DIR, WEIGHTS_FILE  # the run contract names the files
 
 # Options added after the first runs were logged, with the value those runs implicitly had.
 EARLIER_DEFAULTS = {"members": 1, "eval_flip": False, "stem_stride": 4, "scale": 0.0, "rotate": 0.0}

@@ -76,7 +76,7 @@ class TrainConfig:
 
     # -- resolved from the machine and the data
 
-    def resolved(self, device, n_train: int) -> "TrainConfig":
+    def resolved(self, device, n_train: int) -> TrainConfig:
         """This configuration with every "auto" replaced by what it means on ``device`` for
         ``n_train`` training images: what a run logs and saves, so it can be rebuilt anywhere."""
         from agestudy.device import choose_precision

@@ -30,15 +30,24 @@ import torch.nn.functional as F
 from agestudy import device as devices
 from agestudy.errors import UserError, cli_entry
 from agestudy.models.cyclegan import to_gan_input, translate
-
-# the run contract of this module, read by the report (one home for each name)
-ROLE = "cyclegan"
-ROLE_TAG = "agestudy.role"
-JUDGE_TAG = "agestudy.judge_run"  # the classifier run that judged the generators (its figures and
-# table: agestudy/analyses/q11_cyclegan.py)
-LOSS_PLOT = "plots/losses.png"
-SAMPLES_DIR = "samples"  # samples/epoch_NNN.png: the same test faces through G, F and back
-WEIGHTS = "model/generators.pt"  # {"G": state_dict, "F": state_dict, "config": {...}}
+from agestudy.runs import (
+    AUTO_TAG,
+    CYCLEGAN_LOSS_PLOT,
+    CYCLEGAN_SAMPLES_DIR,
+    CYCLEGAN_WEIGHTS,
+    DATA_FINGERPRINT_TAG,
+    ERROR_TAG,
+    INTERRUPTED_TAG,
+    JUDGE_RUN_TAG,
+    ROLE_CYCLEGAN,
+    ROLE_FINAL,
+    ROLE_TAG,
+    ROLE_TRAIN,
+    SYNTHETIC_TAG,
+    SYNTHETIC_WARNING,
+    WARNING_TAG,
+    find_runs,
+)
 
 # the training length by device when --train-images is 0: sized so that a 2-core CPU
 # finishes faces-dev in under half an hour, and a GPU gets the paper's order of magnitude
@@ -287,17 +296,15 @@ def train_cyclegan(cfg: CycleGANConfig, young: torch.Tensor, old: torch.Tensor, 
 
 def save_sample_grid(G, Fy, young: torch.Tensor, old: torch.Tensor, device, path: Path, title: str) -> Path:
     """Rows: young x, G(x), F(G(x)); old y, F(y), G(F(y)). The same faces in every grid of a run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from agestudy.plots import plt
 
     aged = translate(G, young, device)
     old_rejuv = translate(Fy, old, device)
     rows = [(young, "young x"), (aged, "G(x): aged"), (translate(Fy, aged, device), "F(G(x))"),
             (old, "old y"), (old_rejuv, "F(y): rejuvenated"), (translate(G, old_rejuv, device), "G(F(y))")]
     n = len(young)
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 0.8, 0.8 * len(rows)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 0.8, 0.8 * len(rows)), squeeze=False,
+                             layout="constrained")
     for r, (images, label) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -313,10 +320,7 @@ def save_sample_grid(G, Fy, young: torch.Tensor, old: torch.Tensor, device, path
 
 
 def plot_losses(history: dict, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from agestudy.plots import plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     panels = (("adversarial (least squares)", ("train/adv_G", "train/adv_F")),
@@ -372,10 +376,9 @@ def find_judge(client, experiment_id: str, fingerprint: str, requested: str | No
 
     if requested:
         return get_run(client, requested)
-    for role in ("final", "train"):
-        runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                  filter_string=f"tags.`{ROLE_TAG}` = '{role}' and attributes.status = 'FINISHED' "
-                                                f"and tags.`agestudy.data_fingerprint` = '{fingerprint}'")
+    for role in (ROLE_FINAL, ROLE_TRAIN):
+        runs = find_runs(client, experiment_id, role=role, status="FINISHED", max_results=1,
+                         extra={DATA_FINGERPRINT_TAG: fingerprint})
         if runs:
             return runs[0]
     return None
@@ -416,15 +419,16 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
     description = (f"CycleGAN between the two age groups of {data.root}/train ({len(young_u8)} young, "
                    f"{len(old_u8)} old faces) at {cfg.size}x{cfg.size}, {cfg.epochs} epochs"
                    + ("; SYNTHETIC demo data, not real faces" if data.synthetic else ""))
-    tags = {ROLE_TAG: ROLE, "agestudy.synthetic": str(data.synthetic).lower(), "agestudy.auto": ",".join(auto),
-            "agestudy.data_fingerprint": data.fingerprint, "mlflow.note.content": description,
+    tags = {ROLE_TAG: ROLE_CYCLEGAN, SYNTHETIC_TAG: str(data.synthetic).lower(), AUTO_TAG: ",".join(auto),
+            DATA_FINGERPRINT_TAG: data.fingerprint, "mlflow.note.content": description,
             **environment_tags(str(device), cfg.precision)}
     if judge_run is not None:
-        tags[JUDGE_TAG] = judge_run.info.run_id
+        tags[JUDGE_RUN_TAG] = judge_run.info.run_id
     if data.synthetic:
-        tags["agestudy.warning"] = "SYNTHETIC demo data: not real faces"
+        tags[WARNING_TAG] = SYNTHETIC_WARNING
     start = time.perf_counter()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"cyclegan-{cfg.size}px", tags=tags) as run, \
+    run_name = run_name or f"cyclegan-{cfg.size}px"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run, \
             tempfile.TemporaryDirectory(prefix="agestudy-cyclegan-") as tmp:
         run_id, out = run.info.run_id, Path(tmp)
         say(f"[cyclegan] run {run_id}: {len(young_u8)} young and {len(old_u8)} old training faces at {cfg.size}px, "
@@ -438,9 +442,10 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
         def on_epoch(epoch: int, G, Fy) -> None:
             latest.update(G=G, F=Fy, epoch=epoch)
             if epoch % grid_every == 0 or epoch == cfg.epochs:
-                path = save_sample_grid(G, Fy, shown_young, shown_old, device, out / SAMPLES_DIR / f"epoch_{epoch:03d}.png",
+                path = save_sample_grid(G, Fy, shown_young, shown_old, device,
+                                        out / CYCLEGAN_SAMPLES_DIR / f"epoch_{epoch:03d}.png",
                                         f"run {run_id[:8]}, epoch {epoch}/{cfg.epochs}: the same test faces")
-                client.log_artifact(run_id, str(path), SAMPLES_DIR)
+                client.log_artifact(run_id, str(path), CYCLEGAN_SAMPLES_DIR)
                 G.train(), Fy.train()
 
         status = "FAILED"
@@ -448,13 +453,13 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
         try:
             result = train_cyclegan(cfg, young, old, device, log=buffer.log, on_epoch=on_epoch, progress=progress)
             buffer.flush()
-            save_generators(result, out / WEIGHTS)
-            plot_losses(result.history, out / LOSS_PLOT, f"CycleGAN losses, run {run_id[:8]}")
+            save_generators(result, out / CYCLEGAN_WEIGHTS)
+            plot_losses(result.history, out / CYCLEGAN_LOSS_PLOT, f"CycleGAN losses, run {run_id[:8]}")
             mlflow.log_metrics({"train/seconds": result.train_seconds, "train/iterations": result.iterations,
                                 "train/pairs_per_second": result.iterations * cfg.batch_size / result.train_seconds},
                                step=0)
-            mlflow.log_artifact(str(out / WEIGHTS), "model")
-            mlflow.log_artifact(str(out / LOSS_PLOT), "plots")
+            for artifact in (CYCLEGAN_WEIGHTS, CYCLEGAN_LOSS_PLOT):
+                mlflow.log_artifact(str(out / artifact), str(Path(artifact).parent))
             if judge_run is not None:
                 say(f"[cyclegan] judging with run {judge_run.info.run_id} on {len(data.test)} test faces")
                 summary = judging.judge_and_log(client, run_id, judge_run, result.G, result.F, data.test, cfg.size,
@@ -464,11 +469,12 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
             status = "KILLED"
             if "G" in latest:  # nothing lost: the generators of the last finished epoch
                 partial = CycleGANResult(latest["G"], latest["F"], cfg, 0, 0.0, {})
-                mlflow.log_artifact(str(save_generators(partial, out / WEIGHTS)), "model")
-                mlflow.set_tag("agestudy.interrupted_after_epoch", str(latest["epoch"]))
+                saved = save_generators(partial, out / CYCLEGAN_WEIGHTS)
+                mlflow.log_artifact(str(saved), str(Path(CYCLEGAN_WEIGHTS).parent))
+                mlflow.set_tag(INTERRUPTED_TAG, str(latest["epoch"]))
             raise
         except Exception as err:
-            mlflow.set_tag("agestudy.error", f"{type(err).__name__}: {err}"[:4000])
+            mlflow.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:4000])
             raise
         finally:
             buffer.flush()

@@ -95,7 +95,7 @@ def compiled(fn):
     try:
         fast = torch.compile(fn, dynamic=False)
     except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
-        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); running eagerly")
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); running eagerly", stacklevel=2)
         return fn
     current = {"fn": fast}
 
@@ -105,7 +105,8 @@ def compiled(fn):
         try:
             return current["fn"](*args)
         except Exception as err:  # noqa: BLE001 - a real error raises again from the eager call
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eagerly")
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eagerly",
+                          stacklevel=2)
             current["fn"] = fn
             return fn(*args)
 

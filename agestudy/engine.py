@@ -21,8 +21,8 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from agestudy.config import TrainConfig
 from agestudy.data import AugmentConfig, ImageSet, augment_batch, eval_batch
 from agestudy.errors import UserError
 from agestudy.models import create_model
-
 
 # An fp16 step skipped by the gradient scaler makes the scheduler warn that it stepped before the
 # optimiser; that is the scaler doing its job.

@@ -1,6 +1,6 @@
 """Evaluation metrics and diagnostic figures for the binary age classifier.
 
-Pure numpy / scikit-learn / matplotlib: no torch and no MLflow in here, so the
+Pure numpy / scikit-learn / matplotlib (through agestudy.plots): no torch and no MLflow in here, so the
 module can be tested (and re-used on saved predictions) without either.
 
 Conventions used throughout
@@ -15,15 +15,13 @@ Conventions used throughout
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be set first)
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+from agestudy.plots import plt, save
 
 __all__ = [
     "CLASS_NAMES",
@@ -36,7 +34,6 @@ __all__ = [
     "plot_reliability",
     "plot_confusion",
     "plot_learning_curve",
-    "plot_gallery",
 ]
 
 CLASS_NAMES = ("0: aged 20-26", "1: aged 52-62")
@@ -48,7 +45,6 @@ LOG_LOSS_EPS = 1e-7
 #: Accuracy the lab asks to exceed; drawn as a reference line.
 TARGET_ACCURACY = 0.75
 
-_DPI = 110
 
 
 # --------------------------------------------------------------------------
@@ -82,17 +78,6 @@ def _check_n_bins(n_bins) -> int:
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     return int(n_bins)
-
-
-def _save(fig, path) -> Path:
-    """Save ``fig`` as PNG to ``path`` and always close it."""
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png", dpi=_DPI)
-    finally:
-        plt.close(fig)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -201,7 +186,7 @@ def plot_roc(labels, p1, path, title: str = "ROC") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_reliability(labels, p1, path, n_bins: int = 15,
@@ -245,7 +230,7 @@ def plot_reliability(labels, p1, path, n_bins: int = 15,
     lo = edges[int(np.digitize(0.5, edges[1:-1], right=True))]
     axh.set_xlim(lo, 1)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_confusion(labels, preds, path, title: str = "Confusion matrix") -> Path:
@@ -280,7 +265,7 @@ def plot_confusion(labels, preds, path, title: str = "Confusion matrix") -> Path
     ax.set_title(f"{title}\naccuracy = {100 * acc:.1f} % (n = {int(cm.sum())})")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _series(history: Mapping, key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -340,55 +325,4 @@ def plot_learning_curve(history: Mapping[str, Sequence[tuple[float, float]]], pa
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_gallery(images, captions: Sequence[str], path, ncols: int = 8,
-                 title: str | None = None) -> Path:
-    """Grid of RGB images (uint8, N x 3 x H x W) with a small caption under each.
-
-    N = 0 writes a small figure saying "no images". The last row may be
-    partially filled; at most ``ncols`` columns are used.
-    """
-    imgs = np.asarray(images)
-    n = 0 if imgs.size == 0 else imgs.shape[0]
-    if len(captions) != n:
-        raise ValueError(f"{n} images but {len(captions)} captions")
-    if int(ncols) != ncols or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
-    ncols = int(ncols)
-
-    if n == 0:
-        fig, ax = plt.subplots(figsize=(4, 2))
-        ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=14)
-        ax.set_axis_off()
-        if title:
-            ax.set_title(title)
-        return _save(fig, path)
-
-    if imgs.ndim != 4 or imgs.shape[1] != 3:
-        raise ValueError(f"images must be N x 3 x H x W, got shape {imgs.shape}")
-    if imgs.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {imgs.dtype}")
-
-    cols = min(ncols, n)
-    rows = math.ceil(n / cols)
-    cell = 1.15  # inches per image (~125 px at the saved dpi, near 100 px crops)
-    cap_h = 0.3  # room for the caption
-    top = 0.5 if title else 0.1
-    fig_w = cols * cell
-    fig_h = rows * (cell + cap_h) + top
-    fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if k >= n:
-            continue
-        ax.imshow(np.transpose(imgs[k], (1, 2, 0)), interpolation="nearest")
-        ax.text(0.5, -0.03, str(captions[k]), transform=ax.transAxes,
-                ha="center", va="top", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=cap_h / fig_h,
-                        top=1 - top / fig_h, wspace=0.05,
-                        hspace=cap_h / cell + 0.05)
-    return _save(fig, path)
+    return save(fig, path)

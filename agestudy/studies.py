@@ -15,14 +15,16 @@ Everything is checked before any training starts: unknown keys, unknown fields, 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from agestudy.errors import UserError
-from agestudy.config import TrainConfig
+import tomllib
 
-STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+from agestudy.config import TrainConfig
+from agestudy.errors import UserError
+from agestudy.resources import resource_dir
+
+STUDIES_DIR = resource_dir("studies")  # studies/ of the source tree, or the installed copy
 OBJECTIVES = {"val_acc": "validation accuracy", "val_auc": "validation ROC AUC"}
 SAMPLERS = {"tpe", "random"}
 PRUNERS = {"median", "hyperband", "none"}

@@ -2,7 +2,8 @@
 
 Default store: SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``
 (MLflow 3 deprecates the plain file store). ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``
-points elsewhere: an ``http://`` tracking server, or ``postgresql://...``.
+points elsewhere: an ``http://`` tracking server, or ``postgresql://...``. The names runs
+carry (tags, roles, artifact paths) and how they are found again live in agestudy/runs.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+
+from agestudy.runs import DEVICE_TAG, GIT_COMMIT_TAG, PRECISION_TAG, TORCH_THREADS_TAG, open_store
 
 DEFAULT_EXPERIMENT = "agestudy"
 STORE_DIR = Path("mlruns")
@@ -35,19 +38,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    # MLflow's import and alembic migrations are chatty; the user wants our lines, not theirs.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Point MLflow at the store (made if new) and make sure the experiment exists; returns its id."""
     import mlflow
 
-    uri = resolve_tracking_uri(tracking_uri)
+    _, uri = open_store(tracking_uri, create=True)
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
@@ -82,9 +77,9 @@ def environment_tags(device: str, precision: str) -> dict[str, str]:
     import torchvision
 
     tags = {
-        "agestudy.device": device,
-        "agestudy.precision": precision,
-        "agestudy.torch_threads": str(torch.get_num_threads()),
+        DEVICE_TAG: device,
+        PRECISION_TAG: precision,
+        TORCH_THREADS_TAG: str(torch.get_num_threads()),
         "version.python": platform.python_version(),
         "version.torch": torch.__version__,
         "version.torchvision": torchvision.__version__,
@@ -96,7 +91,7 @@ def environment_tags(device: str, precision: str) -> dict[str, str]:
     }
     commit = git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[GIT_COMMIT_TAG] = commit
     return tags
 
 
@@ -134,4 +129,4 @@ class MetricBuffer:
                 self.client.log_batch(self.run_id, metrics=self.pending[i : i + 1000])
             self.pending = []
         except Exception as err:  # noqa: BLE001 - a tracking hiccup must not kill a training run
-            warnings.warn(f"MLflow metric logging failed, will retry: {err}")
+            warnings.warn(f"MLflow metric logging failed, will retry: {err}", stacklevel=2)

@@ -28,36 +28,59 @@ from agestudy.data.augment import save_augmentation_grid
 from agestudy.engine import fit, predict_proba
 from agestudy.errors import cli_entry
 from agestudy.models import MODELS, count_parameters
+from agestudy.runs import (
+    AUGMENTATIONS_PLOT,
+    AUTO_TAG,
+    CONFUSION_PLOT,
+    DATA_FINGERPRINT_TAG,
+    ERROR_TAG,
+    LEARNING_CURVE_PLOT,
+    MISCLASSIFIED_PLOT,
+    PARENT_RUN_TAG,
+    PRUNED_TAG,
+    RELIABILITY_PLOT,
+    ROC_PLOT,
+    ROLE_TAG,
+    ROLE_TRAIN,
+    SYNTHETIC_TAG,
+    SYNTHETIC_WARNING,
+    WARNING_TAG,
+    predictions_artifact,
+)
 
 __all__ = ["TrainConfig", "load_model", "predict_proba", "train_and_log", "main"]
 
 
 # ----------------------------------------------------------------------------- tracked run
 
+def artifact_file(out_dir: Path, artifact: str) -> Path:
+    """Where to write ``artifact`` (a path from agestudy.runs) so that logging out_dir puts it there."""
+    path = out_dir / artifact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precision: str, out_dir: Path,
                         prefix: str = "test") -> dict[str, float]:
     """Measure the model on test/: metrics plus ROC, reliability, confusion, gallery and predictions CSV."""
     from agestudy import metrics as M
+    from agestudy.plots import gallery
 
     test = data.test
     p1 = predict_proba(model, test.images, cfg.augment(), device, precision).numpy().astype(np.float64)
     labels = test.labels.numpy()
     values = M.classification_metrics(labels, p1)
     preds = (p1 >= 0.5).astype(int)
-    plots = out_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    M.plot_roc(labels, p1, plots / "roc.png", title=f"ROC on {prefix}")
-    M.plot_reliability(labels, p1, plots / "reliability.png", title=f"Reliability on {prefix}")
-    M.plot_confusion(labels, preds, plots / "confusion.png", title=f"Confusion matrix on {prefix}")
+    M.plot_roc(labels, p1, artifact_file(out_dir, ROC_PLOT), title=f"ROC on {prefix}")
+    M.plot_reliability(labels, p1, artifact_file(out_dir, RELIABILITY_PLOT), title=f"Reliability on {prefix}")
+    M.plot_confusion(labels, preds, artifact_file(out_dir, CONFUSION_PLOT), title=f"Confusion matrix on {prefix}")
     # the most confidently misclassified images: largest probability given to the wrong class
     wrong = np.flatnonzero(preds != labels)
     wrong = wrong[np.argsort(-np.abs(p1[wrong] - 0.5))][:32]
     captions = [f"true {labels[i]}, p1={p1[i]:.2f}" for i in wrong]
-    M.plot_gallery(test.images[torch.as_tensor(wrong, dtype=torch.long)].numpy() if len(wrong) else [], captions,
-                   plots / "misclassified.png", title="Most confidently misclassified test images")
-    tables = out_dir / "predictions"
-    tables.mkdir(parents=True, exist_ok=True)
-    with open(tables / f"{prefix}_predictions.csv", "w", encoding="utf-8") as fh:
+    gallery(test.images[torch.as_tensor(wrong, dtype=torch.long)].numpy() if len(wrong) else [], captions,
+                   artifact_file(out_dir, MISCLASSIFIED_PLOT), title="Most confidently misclassified test images")
+    with open(artifact_file(out_dir, predictions_artifact(prefix)), "w", encoding="utf-8") as fh:
         fh.write("file,label,p0,p1\n")
         for name, label, p in zip(test.files, labels, p1):
             safe = '"' + name.replace('"', '""') + '"'
@@ -111,17 +134,17 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     auto = auto_fields(cfg)
     cfg = cfg.resolved(device, len(train))
     # the parent link as a plain tag: the parent may live in another process or be finished (resume)
-    link = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+    link = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else None
     with mlflow.start_run(run_name=run_name, tags=link) as run:
         run_id = run.info.run_id
         if on_run_start is not None:
             on_run_start(run_id)
         mlflow.log_params({**asdict(cfg), **data_params(data), "data.n_train_used": len(train),
                            "data.n_val": len(val) if val is not None else 0})
-        mlflow.set_tags({"agestudy.synthetic": str(data.synthetic).lower(), "agestudy.auto": ",".join(auto),
-                         "agestudy.data_fingerprint": data.fingerprint, **(tags or {})})
+        mlflow.set_tags({SYNTHETIC_TAG: str(data.synthetic).lower(), AUTO_TAG: ",".join(auto),
+                         DATA_FINGERPRINT_TAG: data.fingerprint, **(tags or {})})
         if data.synthetic:
-            mlflow.set_tag("agestudy.warning", "SYNTHETIC demo data: not real faces")
+            mlflow.set_tag(WARNING_TAG, SYNTHETIC_WARNING)
         buffer = MetricBuffer(run_id)
         status = "FAILED"
         try:
@@ -129,7 +152,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
             buffer.flush()
             if result.stopped:
                 status = "KILLED"
-                mlflow.set_tag("agestudy.pruned", "true")
+                mlflow.set_tag(PRUNED_TAG, "true")
                 return TrainedRun(run_id, {}, True)
             precision = result.precision
             mlflow.set_tags(environment_tags(str(device), precision))
@@ -148,11 +171,11 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 out = Path(tmp)
                 if test:
                     final.update(log_test_evaluation(result.model, data, cfg, device, precision, out))
-                M.plot_learning_curve(result.history, out / "plots" / "learning_curve.png",
+                M.plot_learning_curve(result.history, artifact_file(out, LEARNING_CURVE_PLOT),
                                       title=f"Learning curves ({cfg.model})")
                 save_model(result.model, cfg, out)
                 shown = torch.cat([torch.nonzero(train.labels == c).flatten()[:3] for c in (0, 1)])
-                save_augmentation_grid(train.images[shown], cfg.augment(), out / "plots" / "augmentations.png",
+                save_augmentation_grid(train.images[shown], cfg.augment(), artifact_file(out, AUGMENTATIONS_PLOT),
                                        seed=cfg.seed)
                 mlflow.log_metrics(final, step=result.iterations)
                 mlflow.log_artifacts(str(out))
@@ -162,7 +185,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
             status = "KILLED"
             raise
         except Exception as err:
-            mlflow.set_tag("agestudy.error", f"{type(err).__name__}: {err}"[:4000])
+            mlflow.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:4000])
             raise
         finally:
             buffer.flush()
@@ -216,7 +239,7 @@ def main(argv=None) -> int:
 
     setup_tracking(args.tracking_uri, args.experiment)
     run_id, final, _ = train_and_log(cfg, data, run_name=args.run_name, progress=not args.quiet,
-                                  tags={"agestudy.role": "train"})
+                                  tags={ROLE_TAG: ROLE_TRAIN})
     print(f"run {run_id} ({resolve_tracking_uri(args.tracking_uri)})")
     print(f"test accuracy {final['test_accuracy']:.4f}  ROC AUC {final['test_roc_auc']:.4f}  "
           f"ECE {final['test_ece']:.4f}  training {final['train_seconds']:.0f} s  "

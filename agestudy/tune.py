@@ -28,6 +28,30 @@ from pathlib import Path
 from agestudy import device as devices
 from agestudy.data import LabData, load_data, resolve_data_root
 from agestudy.errors import UserError, cli_entry
+from agestudy.runs import (
+    BEST_TRIAL_RUN_TAG,
+    BEST_TRIAL_TAG,
+    DATA_FINGERPRINT_TAG,
+    ERROR_TAG,
+    OBJECTIVE_TAG,
+    PRUNER_TAG,
+    ROLE_FINAL,
+    ROLE_STUDY,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    SAMPLER_TAG,
+    STORAGE_TAG,
+    STUDY_HISTORY_PLOT,
+    STUDY_IMPORTANCES,
+    STUDY_IMPORTANCES_PLOT,
+    STUDY_SLICE_PLOT,
+    STUDY_TAG,
+    STUDY_TRIALS,
+    SYNTHETIC_TAG,
+    TRIAL_TAG,
+    find_runs,
+    redact_uri,
+)
 from agestudy.studies import OBJECTIVES, StudySpec, load_study
 
 STORAGE_DIR = Path("mlruns") / "optuna"
@@ -144,7 +168,7 @@ def close_orphan_runs(study) -> list[str]:
         except Exception:  # noqa: BLE001 - run deleted by hand
             continue
         if run.info.status == "RUNNING":
-            client.set_tag(run_id, "agestudy.error", trial.user_attrs.get("fail_reason", "worker died"))
+            client.set_tag(run_id, ERROR_TAG, trial.user_attrs.get("fail_reason", "worker died"))
             client.set_terminated(run_id, status="FAILED")
             closed.append(run_id)
     return closed
@@ -181,7 +205,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
 
         epochs = cfg.epochs_for(n_trial_train)
         trial.set_user_attr("epochs_planned", epochs)
-        tags = {"agestudy.role": "trial", "agestudy.study": spec.name, "agestudy.trial": str(trial.number)}
+        tags = {ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number)}
         run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
                             parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
                             on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
@@ -238,12 +262,11 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
             return run_id
         except Exception:  # noqa: BLE001 - the run store changed: start a new parent
             pass
-    shown_storage = storage_url.split("@")[-1] if "://" in storage_url else storage_url  # no password in tags
     tags = {
-        "agestudy.role": "study", "agestudy.study": spec.name, "agestudy.storage": shown_storage,
-        "agestudy.sampler": json.dumps(spec.sampler), "agestudy.pruner": json.dumps(spec.pruner),
-        "agestudy.objective": spec.objective, "agestudy.synthetic": str(data.synthetic).lower(),
-        "agestudy.data_fingerprint": data.fingerprint,
+        ROLE_TAG: ROLE_STUDY, STUDY_TAG: spec.name, STORAGE_TAG: redact_uri(storage_url),  # no password in tags
+        SAMPLER_TAG: json.dumps(spec.sampler), PRUNER_TAG: json.dumps(spec.pruner),
+        OBJECTIVE_TAG: spec.objective, SYNTHETIC_TAG: str(data.synthetic).lower(),
+        DATA_FINGERPRINT_TAG: data.fingerprint,
     }
     with mlflow.start_run(run_name=f"study-{spec.name}", tags=tags) as run:
         mlflow.log_params({"study.file": str(spec.path), "study.n_trials": spec.n_trials,
@@ -256,22 +279,21 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
 
 def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
     """Plots and a trial table on the parent run; returns the pruning figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import mlflow
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ov
 
+    from agestudy.plots import plt
+
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     planned = sum(t.user_attrs.get("epochs_planned", 0)
                   for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
-    done = sum(t.user_attrs.get("epochs_done", 0) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    done = sum(t.user_attrs.get("epochs_done", 0) for t in trials
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     summary = {
         "n_trials_complete": len(complete),
         "n_trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
@@ -282,33 +304,35 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
         summary["best_value"] = study.best_value
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=parent_run_id):
         out = Path(tmp)
-        plots = {"optimization_history.png": lambda: ov.plot_optimization_history(study)}
+        (out / STUDY_TRIALS).parent.mkdir(parents=True, exist_ok=True)  # the study/ folder of the artifacts
+        plots = {STUDY_HISTORY_PLOT: lambda: ov.plot_optimization_history(study)}
         searched = sorted({k for t in complete for k in t.params})
         if len(complete) >= 2 and searched:
-            plots["slice.png"] = lambda: ov.plot_slice(study)
-            plots["param_importances.png"] = lambda: ov.plot_param_importances(
+            plots[STUDY_SLICE_PLOT] = lambda: ov.plot_slice(study)
+            plots[STUDY_IMPORTANCES_PLOT] = lambda: ov.plot_param_importances(
                 study, evaluator=FanovaImportanceEvaluator(seed=0))
         for name, make in plots.items():
             try:
                 ax = make()
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
-                fig.set_size_inches(max(6, 3.2 * max(1, len(searched))) if name == "slice.png" else 7, 4.5)
+                fig.set_size_inches(max(6, 3.2 * max(1, len(searched))) if name == STUDY_SLICE_PLOT else 7, 4.5)
                 with warnings.catch_warnings():  # Optuna's colour-bar axes do not take tight_layout
                     warnings.simplefilter("ignore", UserWarning)
                     fig.tight_layout()
                 fig.savefig(out / name, dpi=100)
                 plt.close("all")
             except Exception as err:  # noqa: BLE001 - a plot that cannot be drawn must not lose the study
-                warnings.warn(f"could not draw {name}: {err}")
+                warnings.warn(f"could not draw {name}: {err}", stacklevel=2)
         if len(complete) >= 2 and searched:
             try:
-                importances = optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
-                (out / "param_importances.json").write_text(json.dumps(importances, indent=2))
+                importances = optuna.importance.get_param_importances(
+                    study, evaluator=FanovaImportanceEvaluator(seed=0))
+                (out / STUDY_IMPORTANCES).write_text(json.dumps(importances, indent=2))
             except Exception as err:  # noqa: BLE001
-                warnings.warn(f"could not compute parameter importances: {err}")
+                warnings.warn(f"could not compute parameter importances: {err}", stacklevel=2)
         table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-        table.to_csv(out / "trials.csv", index=False)
-        mlflow.log_artifacts(str(out), artifact_path="study")
+        table.to_csv(out / STUDY_TRIALS, index=False)
+        mlflow.log_artifacts(str(out))
         mlflow.log_metrics(summary)
     return summary
 
@@ -321,16 +345,13 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
 
     best = study.best_trial
     client = MlflowClient()
-    existing = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id],
-        filter_string=f"tags.`agestudy.role` = 'final' and tags.`agestudy.study` = '{spec.name}' "
-                      f"and tags.`agestudy.best_trial` = '{best.number}' and attributes.status = 'FINISHED'",
-        max_results=1)
+    existing = find_runs(client, [client.get_run(parent_run_id).info.experiment_id], role=ROLE_FINAL,
+                         study=spec.name, status="FINISHED", extra={BEST_TRIAL_TAG: str(best.number)}, max_results=1)
     if existing:  # resumed with nothing new: keep the final run we have
         return existing[0].info.run_id, dict(existing[0].data.metrics)
     cfg = spec.refit_config(best.params)
-    tags = {"agestudy.role": "final", "agestudy.study": spec.name, "agestudy.best_trial": str(best.number),
-            "agestudy.best_trial_run": best.user_attrs.get(RUN_ID_ATTR, "")}
+    tags = {ROLE_TAG: ROLE_FINAL, STUDY_TAG: spec.name, BEST_TRIAL_TAG: str(best.number),
+            BEST_TRIAL_RUN_TAG: best.user_attrs.get(RUN_ID_ATTR, "")}
     run_id, final, _ = train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags,
                                      parent_run_id=parent_run_id, progress=progress)
     return run_id, final

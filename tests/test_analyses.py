@@ -22,8 +22,8 @@ from agestudy.errors import UserError
 from agestudy.models import MODELS, count_parameters, create_model, split_members
 from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
 
-TINY = dict(members=1, stem_stride=4, model="efficient", width=8, epochs=2, batch_size=16, crop=64, padding=2, precision="fp32",
-            val_fraction=0.2, evals_per_epoch=1)
+TINY = dict(members=1, stem_stride=4, model="efficient", width=8, epochs=2, batch_size=16, crop=64, padding=2,
+            precision="fp32", val_fraction=0.2, evals_per_epoch=1)
 QUICK = {"q5_bootstrap": 200, "q8_bootstrap": 200, "q8_orderings": 10, "q12_steps": 40}
 SHARED_EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "external-faces"
 

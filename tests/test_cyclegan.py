@@ -11,14 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 from agestudy.analyses import q11_cyclegan as judging
-from agestudy.cyclegan import (CycleGANConfig, ImagePool, augment, build_networks, generator_losses,
-                               load_generators, run_cyclegan)
+from agestudy.cyclegan import (
+    CycleGANConfig,
+    ImagePool,
+    augment,
+    build_networks,
+    generator_losses,
+    load_generators,
+    run_cyclegan,
+)
 from agestudy.errors import UserError
 from agestudy.models.cyclegan import Generator, PatchDiscriminator, to_gan_input, to_uint8_frame
-from conftest import REPO
 
 TINY = {"size": 32, "width": 4, "blocks": 1, "disc_width": 4, "batch_size": 4, "samples": 2, "grids": 1}
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, write_image
 from PIL import Image
 
 from agestudy.data import AugmentConfig, augment_batch, eval_batch, load_data, stratified_split
@@ -16,8 +17,6 @@ from agestudy.data import cache as cache_module
 from agestudy.data.augment import center_crop, random_crop, save_augmentation_grid
 from agestudy.errors import UserError
 from agestudy.train import main as train_main
-from conftest import REPO, write_image
-
 
 # ----------------------------------------------------------------------------- bad layouts
 
@@ -192,7 +191,7 @@ def test_random_crop_takes_real_windows():
     images = torch.arange(2 * 3 * 10 * 10, dtype=torch.int64).reshape(2, 3, 10, 10)
     crops = random_crop(images, 4, generator=torch.Generator().manual_seed(1))
     for b in range(2):
-        found = [(t, l) for t in range(7) for l in range(7) if torch.equal(images[b, :, t:t + 4, l:l + 4], crops[b])]
+        found = [(t, c) for t in range(7) for c in range(7) if torch.equal(images[b, :, t:t + 4, c:c + 4], crops[b])]
         assert len(found) == 1
 
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from agestudy import metrics as M
+from agestudy.plots import gallery
 
 
 # --------------------------------------------------------------------------
@@ -182,24 +183,24 @@ def test_plot_learning_curve_tolerates_missing_keys(tmp_path, hist):
     _check_png(M.plot_learning_curve(hist, tmp_path / "lc.png"))
 
 
-def test_plot_gallery_empty(tmp_path):
-    _check_png(M.plot_gallery(np.zeros((0, 3, 100, 100), np.uint8), [], tmp_path / "g0.png"))
-    _check_png(M.plot_gallery([], [], tmp_path / "g0b.png", title="worst errors"))
+def test_gallery_empty(tmp_path):
+    _check_png(gallery(np.zeros((0, 3, 100, 100), np.uint8), [], tmp_path / "g0.png"))
+    _check_png(gallery([], [], tmp_path / "g0b.png", title="worst errors"))
 
 
-def test_plot_gallery_partial_last_row(tmp_path):
+def test_gallery_partial_last_row(tmp_path):
     rng = np.random.default_rng(2)
     imgs = rng.integers(0, 256, (5, 3, 100, 100), dtype=np.uint8)
     caps = [f"true {i % 2}, p1={i / 10:.2f}" for i in range(5)]
-    w5, h5 = _check_png(M.plot_gallery(imgs, caps, tmp_path / "g5.png", ncols=4, title="t"))
-    w4, h4 = _check_png(M.plot_gallery(imgs[:4], caps[:4], tmp_path / "g4.png", ncols=4, title="t"))
+    w5, h5 = _check_png(gallery(imgs, caps, tmp_path / "g5.png", ncols=4, title="t"))
+    w4, h4 = _check_png(gallery(imgs[:4], caps[:4], tmp_path / "g4.png", ncols=4, title="t"))
     assert w5 == w4  # same number of columns
     assert h5 > h4  # the fifth image opens a second row
 
 
-def test_plot_gallery_caption_mismatch_raises(tmp_path):
+def test_gallery_caption_mismatch_raises(tmp_path):
     with pytest.raises(ValueError):
-        M.plot_gallery(np.zeros((2, 3, 8, 8), np.uint8), ["a"], tmp_path / "g.png")
+        gallery(np.zeros((2, 3, 8, 8), np.uint8), ["a"], tmp_path / "g.png")
 
 
 def test_plots_are_deterministic(tmp_path, toy):

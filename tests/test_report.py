@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pypdf = pytest.importorskip("pypdf")
@@ -98,7 +97,8 @@ def study(tmp_path_factory):
     from agestudy.report import build_report
 
     en = build_report(out=tmp / "report" / "en" / "report.pdf", lang="en", html=True, tracking_uri=uri)
-    return {"tmp": tmp, "final": final, "trial": trial, "gan": gan_run, "client": client, "uri": uri, "analysed": analysed,
+    return {"tmp": tmp, "final": final, "trial": trial, "gan": gan_run, "client": client, "uri": uri,
+            "analysed": analysed,
             "fr_pdf": tmp / "report" / "compte-rendu.pdf", "fr_html": tmp / "report" / "compte-rendu.html",
             "en_pdf": en["pdf"], "en_html": en["html"], "seconds": seconds, "stdout": fr.stdout}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from agestudy.data import load_data
-from agestudy.models import MODELS, count_parameters, create_model
 from agestudy.errors import UserError
+from agestudy.models import MODELS, count_parameters, create_model
 from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
 
 TINY = dict(members=1, stem_stride=4, model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
@@ -15,7 +15,8 @@ TINY = dict(members=1, stem_stride=4, model="efficient", width=8, depth=1, epoch
 
 EXPECTED_ARTIFACTS = {
     "plots/learning_curve.png", "plots/roc.png", "plots/reliability.png", "plots/confusion.png",
-    "plots/misclassified.png", "plots/augmentations.png", "predictions/test_predictions.csv", "model/state_dict.pt", "model/config.json",
+    "plots/misclassified.png", "plots/augmentations.png", "predictions/test_predictions.csv", "model/state_dict.pt",
+    "model/config.json",
 }
 
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from agestudy.errors import UserError
 from agestudy.studies import load_study
-from conftest import REPO
 
 # Tiny trials: 3 epochs of a width-8 network on 64x64 crops of the small synthetic set.
 TEST_STUDY = """

@@ -12,7 +12,6 @@ import tempfile
 import time
 
 import pytest
-
 from test_tune import env_for, load, tune_cmd, write_study
 
 
@@ -65,8 +64,8 @@ def postgres_url():
 
 
 def test_two_machines_share_a_postgresql_study(postgres_url, synthetic_root, tmp_path):
-    from mlflow.tracking import MlflowClient
     import mlflow
+    from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
     storage = f"{postgres_url}/optuna"
@@ -83,7 +82,7 @@ def test_two_machines_share_a_postgresql_study(postgres_url, synthetic_root, tmp
     env = {**env_for(tmp_path), "MLFLOW_TRACKING_URI": tracking}
     cmd = tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--no-refit")
     machines = []
-    for i in range(2):
+    for _ in range(2):
         machines.append(subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True))
         time.sleep(1)

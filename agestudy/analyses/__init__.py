@@ -30,16 +30,34 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from agestudy.config import TrainConfig
 from agestudy.data import ImageSet, LabData, center_crop, load_data, to_model_input
 from agestudy.errors import UserError
-from agestudy.config import TrainConfig
+from agestudy.runs import (
+    ANALYSED_RUN_TAG,
+    ANALYSES_DONE_TAG,
+    ANALYSIS_RUN_TAG,
+    DATA_FINGERPRINT_TAG,
+    DATA_MISMATCH_TAG,
+    DATA_ROOT_TAG,
+    MODEL_DIR,
+    PARENT_RUN_TAG,
+    ROLE_ANALYSIS,
+    ROLE_TAG,
+    SYNTHETIC_TAG,
+    SYNTHETIC_WARNING,
+    WARNING_TAG,
+    WEIGHTS_FILE,
+    question_error_tag,
+    redact_uri,
+)
 
 # question -> (module, what it answers); the order is the order they run in
 QUESTIONS = {
@@ -52,10 +70,6 @@ QUESTIONS = {
     "q10": ("q10_external", "photos from outside the data set"),
     "q12": ("q12_input_optimisation", "input optimisation: what maximises each class"),
 }
-
-ROLE_TAG = "agestudy.role"
-LINK_TAG = "agestudy.analysis_run"  # on the analysed run: id of its analysis run
-DONE_TAG = "agestudy.analyses"  # on the analysis run: questions answered so far, e.g. "q1,q2,q8"
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -207,6 +221,7 @@ def parse_questions(only) -> list[str]:
 
 
 def get_run(client, run_id: str):
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     if not run_id or not str(run_id).strip():
@@ -214,28 +229,21 @@ def get_run(client, run_id: str):
     try:
         run = client.get_run(str(run_id).strip())
     except MlflowException:
-        raise UserError(f"no MLflow run {run_id!r} in {_store_name()} (check --tracking-uri)") from None
+        store = redact_uri(mlflow.get_tracking_uri())
+        raise UserError(f"no MLflow run {run_id!r} in {store} (check --tracking-uri)") from None
     if run.info.lifecycle_stage != "active":
         raise UserError(f"run {run_id} is deleted")
     return run
-
-
-def _store_name() -> str:
-    import re
-
-    import mlflow
-
-    return re.sub(r"//[^/@]*@", "//", mlflow.get_tracking_uri())  # never print a password
 
 
 def load_run_model(client, run_id: str, into: Path):
     from agestudy.checkpoint import load_model
 
     try:
-        model_dir = client.download_artifacts(run_id, "model", str(into))
+        model_dir = client.download_artifacts(run_id, MODEL_DIR, str(into))
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         model_dir = None
-    if not model_dir or not (Path(model_dir) / "state_dict.pt").is_file():
+    if not model_dir or not (Path(model_dir) / WEIGHTS_FILE).is_file():
         raise UserError(f"run {run_id} has no model/ artifact (a pruned or failed trial?); analyse a finished "
                         "training run, e.g. the tuning study's final run")
     return load_model(model_dir)
@@ -263,13 +271,13 @@ def check_external(external) -> Path | None:
 
 def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
     """The analysed run's analysis child: the existing one (unless ``fresh``), else a new one."""
-    from agestudy.tracking import environment_tags
-
     from mlflow.entities import RunTag
+
+    from agestudy.tracking import environment_tags
 
     run_id = run.info.run_id
     environment = environment_tags(str(device), "fp32")
-    existing = run.data.tags.get(LINK_TAG)
+    existing = run.data.tags.get(ANALYSIS_RUN_TAG)
     if existing and not fresh:
         try:
             child = client.get_run(existing)
@@ -280,19 +288,19 @@ def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
             client.log_batch(existing, tags=[RunTag(k, v) for k, v in environment.items()])  # today's versions
             return existing
     tags = {
-        ROLE_TAG: "analysis",
-        "mlflow.parentRunId": run_id,  # a plain tag: the parent is usually long finished
-        "agestudy.analysed_run": run_id,
-        "agestudy.synthetic": str(data.synthetic).lower(),
-        "agestudy.data_fingerprint": data.fingerprint,
-        "agestudy.data_root": str(data.root),
+        ROLE_TAG: ROLE_ANALYSIS,
+        PARENT_RUN_TAG: run_id,  # a plain tag: the parent is usually long finished
+        ANALYSED_RUN_TAG: run_id,
+        SYNTHETIC_TAG: str(data.synthetic).lower(),
+        DATA_FINGERPRINT_TAG: data.fingerprint,
+        DATA_ROOT_TAG: str(data.root),
         **environment,
     }
     if data.synthetic:
-        tags["agestudy.warning"] = "SYNTHETIC demo data: not real faces"
+        tags[WARNING_TAG] = SYNTHETIC_WARNING
     child = client.create_run(run.info.experiment_id, tags=tags,
                               run_name=f"analysis-{run.data.tags.get('mlflow.runName', run_id[:8])}")
-    client.set_tag(run_id, LINK_TAG, child.info.run_id)
+    client.set_tag(run_id, ANALYSIS_RUN_TAG, child.info.run_id)
     return child.info.run_id
 
 
@@ -336,7 +344,7 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
                 f"(fingerprint {data.fingerprint} vs {logged})")
         analysis_id = open_analysis_run(client, run, data, fresh, torch_device)
         if logged and logged != data.fingerprint:
-            client.set_tag(analysis_id, "agestudy.data_mismatch", f"analysed {data.fingerprint}, trained {logged}")
+            client.set_tag(analysis_id, DATA_MISMATCH_TAG, f"analysed {data.fingerprint}, trained {logged}")
         say(f"[analyze] run {run_id} ({cfg.model}, {data.root}); logging to analysis run {analysis_id}")
         if data.synthetic:
             say("[analyze] *** SYNTHETIC demo data: these analyses say nothing about real faces ***")
@@ -355,18 +363,18 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
                 try:
                     module = importlib.import_module(f"agestudy.analyses.{module_name}")
                     results[q] = module.run(ctx) or {}
-                    if f"agestudy.{q}_error" in old_tags:  # an earlier attempt failed; this one did not
-                        client.delete_tag(analysis_id, f"agestudy.{q}_error")
+                    if question_error_tag(q) in old_tags:  # an earlier attempt failed; this one did not
+                        client.delete_tag(analysis_id, question_error_tag(q))
                     say(f"[analyze] {q}: done in {time.perf_counter() - start:.1f} s: {_headline(results[q])}")
                 except Exception as err:  # noqa: BLE001 - one failing analysis must not lose the others
                     failed[q] = f"{type(err).__name__}: {err}"
-                    client.set_tag(analysis_id, f"agestudy.{q}_error", failed[q][:4000])
+                    client.set_tag(analysis_id, question_error_tag(q), failed[q][:4000])
                     say(f"[analyze] {q}: FAILED: {failed[q]}")
                     if not isinstance(err, UserError):
                         traceback.print_exc(file=sys.stderr)
-            done = set(filter(None, old_tags.get(DONE_TAG, "").split(",")))
+            done = set(filter(None, old_tags.get(ANALYSES_DONE_TAG, "").split(",")))
             done = (done | set(results)) - set(failed)
-            client.set_tag(analysis_id, DONE_TAG, ",".join(q for q in QUESTIONS if q in done))
+            client.set_tag(analysis_id, ANALYSES_DONE_TAG, ",".join(q for q in QUESTIONS if q in done))
             status = "FINISHED" if not failed else "FAILED"
         except KeyboardInterrupt:
             status = "KILLED"

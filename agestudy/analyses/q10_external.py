@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from agestudy import plots
 from agestudy.analyses import centre_view, predict_logits, softmax_p1
 from agestudy.data.folders import IMAGE_EXTENSIONS
 from agestudy.errors import UserError
+from agestudy.runs import EXTERNAL_TAG
 
 IMAGE_SIZE = 100
 CASCADE = "haarcascade_frontalface_default.xml"  # its framing is the one measured below
@@ -114,31 +116,6 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def gallery(images: list[np.ndarray], captions: list[str], path, title: str, ncols: int = 6) -> None:
-    """Images (3 x H x W uint8) in a grid under a title that always fits, even for one image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = max(1, -(-len(images) // ncols))
-    cell, caption, top = 1.2, 0.4, 0.45  # inches: image, caption under it, title
-    height = rows * (cell + caption) + top
-    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * 1.3, height), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, image, text in zip(axes.flat, images, captions):
-        ax.imshow(np.transpose(image, (1, 2, 0)))
-        ax.text(0.5, -0.04, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
-    if not images:
-        axes[0, ncols // 2].text(0.5, 0.5, "none", ha="center", va="center", fontsize=12)
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=caption / height, top=1 - top / height, wspace=0.08,
-                        hspace=caption / cell)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def list_photos(folder: Path) -> tuple[list[tuple[Path, int | None]], list[str]]:
     """(photo, label or None) pairs, and what was ignored."""
     photos, ignored = [], []
@@ -161,7 +138,7 @@ def list_photos(folder: Path) -> tuple[list[tuple[Path, int | None]], list[str]]
 def run(ctx) -> dict:
     from scipy import stats
 
-    ctx.client.set_tag(ctx.analysis_run_id, "agestudy.external", str(ctx.external or ""))
+    ctx.client.set_tag(ctx.analysis_run_id, EXTERNAL_TAG, str(ctx.external or ""))
     if ctx.external is None:
         ctx.log_table("summary", {"status": "no_external_photos",
                                   "message": "No external photos were given (python -m agestudy.analyze --run RUN "
@@ -220,11 +197,11 @@ def run(ctx) -> dict:
         return f"{Path(row['file']).stem[:12]} y={label}\np1={row['p1']:.2f}{wrong}"
 
     with_face = [r for r in rows if "_crop" in r]
-    gallery([crops[r["_crop"]] for r in with_face], [caption(r) for r in with_face], ctx.path("crops.png"),
-            "External photos: the detected faces as framed for the network (X = wrong)")
+    plots.gallery([crops[r["_crop"]] for r in with_face], [caption(r) for r in with_face], ctx.path("crops.png"),
+                  ncols=6, title="External photos: the detected faces as framed for the network (X = wrong)")
     ctx.log_figure(ctx.path("crops.png"))
-    gallery([t for t, _ in thumbs], [Path(n).name[:18] for _, n in thumbs], ctx.path("no_face.png"),
-            "External photos where no face was found")
+    plots.gallery([t for t, _ in thumbs], [Path(n).name[:18] for _, n in thumbs], ctx.path("no_face.png"),
+                  ncols=6, title="External photos where no face was found")
     ctx.log_figure(ctx.path("no_face.png"))
 
     for row in rows:

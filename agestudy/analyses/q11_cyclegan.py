@@ -30,11 +30,8 @@ import torch.nn.functional as F
 from agestudy.analyses import centre_view, jsonable, load_run_model
 from agestudy.models import split_members
 from agestudy.models.cyclegan import to_gan_input, to_uint8_frame, translate
-
-# what the judge logs into the CycleGAN run (read by the report's section 11)
-JUDGE_TABLE = "judge/judge.json"
-JUDGE_GRID = "judge/grid.png"
-JUDGE_SCATTER = "judge/probabilities.png"
+from agestudy.plots import plt
+from agestudy.runs import JUDGE_GRID, JUDGE_SCATTER, JUDGE_TABLE
 
 N_SHOWN = 8  # faces of each group in the judge's grid
 N_BOOT = 100  # bootstrap resamples of the Frechet distances
@@ -44,7 +41,8 @@ DIRECTIONS = {"young": ("G", "aged 52-62", 1), "old": ("F", "aged 20-26", 0)}  #
 # ----------------------------------------------------------------------------- the judge's view
 
 @torch.no_grad()
-def judge_outputs(model, crop: int, images: torch.Tensor, device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def judge_outputs(model, crop: int, images: torch.Tensor, device,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """p(label 1) (the ensemble's mean probability) and penultimate features (members side by side)
     of uint8 N x 3 x 100 x 100 images seen through the judge's centre crop."""
     view = centre_view(crop)
@@ -243,18 +241,8 @@ def _ci(name: str, low: float, high: float) -> dict:
 
 # ----------------------------------------------------------------------------- figures and logging
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_grid(images: dict, path: Path, title: str) -> Path:
     """For each group: real faces, translated, cycled back, and where the generator changed them."""
-    plt = _pyplot()
     rows = []
     for group, gen_name, target in (("young", "G", "old"), ("old", "F", "young")):
         im = images[group]
@@ -265,7 +253,8 @@ def plot_grid(images: dict, path: Path, title: str) -> Path:
                  (im["cycled"], back, None),
                  ((im["moved"] - im["real"]).abs().mean(1), f"|{gen_name}({src}) - {src}|", None)]
     n = len(rows[0][0])
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.85 * n + 0.9, 0.95 * len(rows)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.85 * n + 0.9, 0.95 * len(rows)), squeeze=False,
+                             layout="constrained")
     for r, (tensor, label, captions) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -285,7 +274,6 @@ def plot_grid(images: dict, path: Path, title: str) -> Path:
 
 
 def plot_probabilities(images: dict, path: Path, title: str) -> Path:
-    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     for ax, (group, label) in zip(axes, (("young", "young test faces x: p(aged 52-62), x vs G(x)"),
                                          ("old", "old test faces y: p(aged 20-26), y vs F(y)"))):

@@ -19,15 +19,12 @@ them independent).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD, center_crop, from_model_input, to_model_input  # noqa: E402
+from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD, center_crop, from_model_input, to_model_input
+from agestudy.plots import plt
 
 STEPS = 200
 LR = 0.05

@@ -13,17 +13,14 @@ the trained model's are shown beside them for contrast.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from agestudy import device as devices  # noqa: E402
-from agestudy.analyses import centre_view, predict_logits, softmax_p1  # noqa: E402
-from agestudy.models import create_model  # noqa: E402
+from agestudy import device as devices
+from agestudy.analyses import centre_view, predict_logits, softmax_p1
+from agestudy.models import create_model
+from agestudy.plots import plt
 
 N_NETWORKS = 10  # the question asks for at least 10 seeds
 

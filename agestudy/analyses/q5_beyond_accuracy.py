@@ -14,17 +14,14 @@ On test/ (centre crop, as training measured it):
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import optimize
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import optimize  # noqa: E402
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score  # noqa: E402
-
-from agestudy import metrics as M  # noqa: E402
-from agestudy.analyses import centre_view, predict_logits  # noqa: E402
+from agestudy import metrics as M
+from agestudy.analyses import centre_view, predict_logits
+from agestudy.plots import plt
 
 N_BOOTSTRAP = 1000
 

@@ -19,18 +19,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from agestudy import device as devices  # noqa: E402
-from agestudy.analyses import centre_view, predict_logits, softmax_p1  # noqa: E402
-from agestudy.data import AugmentConfig  # noqa: E402
-from agestudy.data.augment import save_augmentation_grid  # noqa: E402
+from agestudy import device as devices
+from agestudy.analyses import centre_view, predict_logits, softmax_p1
+from agestudy.data import AugmentConfig
+from agestudy.data.augment import save_augmentation_grid
+from agestudy.plots import plt
+from agestudy.runs import DATA_FINGERPRINT_TAG, MODEL_DIR, ROLE_TRIAL, TRIAL_TAG, find_runs
 
 STUDY = "augmentation"
 MAX_TRAIN_EVAL = 2000  # training images measured per trial: enough for the gap, cheap on CACD's 36k
@@ -45,12 +43,9 @@ def _accuracy(model, images, labels, crop, device) -> float:
 
 def find_trials(ctx) -> list:
     """Finished trials of the augmentation study in the analysed run's experiment, on the same data."""
-    runs = ctx.client.search_runs(
-        [ctx.experiment_id],
-        filter_string=f"tags.`agestudy.study` = '{STUDY}' and tags.`agestudy.role` = 'trial' "
-                      "and attributes.status = 'FINISHED'",
-        max_results=1000)
-    return [r for r in runs if r.data.tags.get("agestudy.data_fingerprint") == ctx.data.fingerprint
+    runs = find_runs(ctx.client, [ctx.experiment_id], role=ROLE_TRIAL, study=STUDY, status="FINISHED",
+                     max_results=1000)
+    return [r for r in runs if r.data.tags.get(DATA_FINGERPRINT_TAG) == ctx.data.fingerprint
             and r.data.params.get("random_crop") in ("True", "False")]
 
 
@@ -58,13 +53,13 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
     from agestudy.checkpoint import load_model
 
     params, metrics = run.data.params, run.data.metrics
-    row = {"run_id": run.info.run_id, "trial": run.data.tags.get("agestudy.trial"),
+    row = {"run_id": run.info.run_id, "trial": run.data.tags.get(TRIAL_TAG),
            "random_crop": params["random_crop"] == "True", "padding": int(params.get("padding", 0)),
            "flip": params.get("flip") == "True", "epochs": int(params.get("epochs", 0)),
            "val_acc": metrics.get("final_val_acc"), "best_val_acc": metrics.get("best_val_acc"),
            "train_acc": None, "test_acc": None, "gap": None}
     try:
-        model_dir = ctx.client.download_artifacts(run.info.run_id, "model", str(tmp / run.info.run_id))
+        model_dir = ctx.client.download_artifacts(run.info.run_id, MODEL_DIR, str(tmp / run.info.run_id))
         model, cfg = load_model(model_dir)
     except Exception:  # noqa: BLE001 - a trial without weights still has its validation accuracy
         row["note"] = "no model artifact: validation accuracy only"

@@ -16,17 +16,14 @@ interval (test images resampled).
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+import torch
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from agestudy.analyses import predict_logits  # noqa: E402
-from agestudy.data.augment import random_crop, random_flip, to_model_input  # noqa: E402
+from agestudy.analyses import predict_logits
+from agestudy.data.augment import random_crop, random_flip, to_model_input
+from agestudy.plots import plt
 
 MAX_CROPS = 32
 ORDERINGS = 50

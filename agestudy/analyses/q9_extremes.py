@@ -11,16 +11,13 @@ weighted sum, upsampled to the crop, shows which regions pushed the decision.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from agestudy.data import center_crop, to_model_input  # noqa: E402
-from agestudy.models import split_members  # noqa: E402
+from agestudy.data import center_crop, to_model_input
+from agestudy.models import split_members
+from agestudy.plots import plt
 
 N_SHOWN = 16
 

@@ -37,14 +37,14 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index) -> "ImageSet":
+    def subset(self, index) -> ImageSet:
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.images[index], self.labels[index], [self.files[i] for i in index.tolist()])
 
     def class_counts(self) -> dict[int, int]:
         return {label: int((self.labels == label).sum()) for label in (0, 1)}
 
-    def split(self, val_fraction: float, seed: int) -> tuple["ImageSet", "ImageSet"]:
+    def split(self, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
         train_idx, val_idx = stratified_split(self.labels.numpy(), val_fraction, seed)
         return self.subset(train_idx), self.subset(val_idx)
 
@@ -112,8 +112,8 @@ def load_split(root, split: str, cache_dir=None, progress: bool = True) -> tuple
 
 def load_data(root, cache_dir=None, progress: bool = True, verbose: bool = True) -> LabData:
     """Load ROOT/train and ROOT/test, printing what was skipped, converted or ignored."""
-    from agestudy.data.synthetic import is_synthetic
     from agestudy.data.folders import check_root
+    from agestudy.data.synthetic import is_synthetic
 
     root = check_root(root)
     ignored = [f"{name}/" for name in unknown_root_entries(root)]

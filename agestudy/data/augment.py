@@ -49,7 +49,8 @@ def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     return images[..., top : top + crop, left : left + crop]
 
 
-def random_crop(images: torch.Tensor, crop: int, padding: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(images: torch.Tensor, crop: int, padding: int = 0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """One random crop position per sample (like torchvision's RandomCrop(crop, padding))."""
     if padding:
         images = F.pad(images, (padding, padding, padding, padding))
@@ -62,8 +63,8 @@ def random_crop(images: torch.Tensor, crop: int, padding: int = 0, generator: to
     if dev.type == "cpu":
         # on a CPU, B slice copies beat one big gather (about 10x faster for 100x100 images)
         out = images.new_empty((b, c, crop, crop))
-        for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
-            out[i] = images[i, :, t : t + crop, l : l + crop]
+        for i, (t, left_i) in enumerate(zip(top.tolist(), left.tolist())):
+            out[i] = images[i, :, t : t + crop, left_i : left_i + crop]
         return out
     # on a GPU, one gather for the whole batch: advanced indexing around the channel slice
     offsets = torch.arange(crop, device=dev)
@@ -100,7 +101,8 @@ def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | 
     return torch.addcmul(grey * (1 - f3), x, f3).clamp_(0, 1)  # saturation
 
 
-def random_affine(x: torch.Tensor, scale: float, rotate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_affine(x: torch.Tensor, scale: float, rotate: float,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample zoom and rotation of a float batch, all samples warped in one grid_sample."""
     b = x.shape[0]
     zoom = 1.0 + scale * (2 * torch.rand(b, generator=generator, device=x.device) - 1)
@@ -144,10 +146,7 @@ def eval_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 def save_augmentation_grid(images: torch.Tensor, cfg: AugmentConfig, path, n_versions: int = 5, seed: int = 0,
                            title: str | None = None):
     """The lab's ``plotdata(original=False)``: each original beside augmented versions of it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from agestudy.plots import plt
 
     g = torch.Generator().manual_seed(seed)
     n = images.shape[0]

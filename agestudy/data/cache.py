@@ -183,4 +183,4 @@ def _write_cache(decoded: DecodedSplit, meta_path: Path, array_path: Path) -> No
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, meta_path)
     except OSError as err:  # a read-only cache dir costs speed, not correctness
-        warnings.warn(f"could not write the decode cache in {meta_path.parent}: {err}")
+        warnings.warn(f"could not write the decode cache in {meta_path.parent}: {err}", stacklevel=2)

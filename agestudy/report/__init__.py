@@ -23,11 +23,14 @@ import re
 from pathlib import Path
 
 from agestudy.errors import UserError
+from agestudy.resources import resource_dir
+from agestudy.runs import open_store
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES_DIR = REPO / "report_templates"
+TEMPLATES_DIR = resource_dir("report_templates")  # report_templates/ of the source tree, or the installed copy
 LANGS = ("fr", "en")
 DEFAULT_OUT = {"fr": Path("report") / "compte-rendu.pdf", "en": Path("report") / "report-en.pdf"}
+NO_STORE_HINT = ("run `python -m agestudy.tune` first "
+                 "(or point --tracking-uri / MLFLOW_TRACKING_URI at your runs)")
 
 NBSP = "\u00a0"
 # the section templates, in the order of the lab's questions
@@ -125,8 +128,8 @@ def render_html(data, lang: str) -> str:
     import markupsafe
 
     if not (TEMPLATES_DIR / "base.html.j2").is_file():
-        raise UserError(f"report templates not found in {TEMPLATES_DIR}: install agestudy from its source tree "
-                        "(pip install -e .)")
+        raise UserError(f"report templates not found in {TEMPLATES_DIR}: reinstall agestudy "
+                        "(pip install . or pip install -e .)")
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                              undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
@@ -186,7 +189,8 @@ def build_report(out: Path | str | None = None, lang: str = "fr", experiment: st
     out = Path(out) if out else DEFAULT_OUT[lang]
     if out.suffix.lower() != ".pdf":
         raise UserError(f"--out must end in .pdf: {out}")
-    client, uri = open_store(tracking_uri)
+    # a report only reads: a missing store is an error, never a new empty one
+    client, uri = open_store(tracking_uri, missing_hint=NO_STORE_HINT)
     out = out.resolve()
     from agestudy.report.collect import collect
 
@@ -201,23 +205,3 @@ def build_report(out: Path | str | None = None, lang: str = "fr", experiment: st
     write_pdf(text, out, out.parent)
     return {"pdf": out, "html": html_path, "run_id": data.run.id, "data": data}
 
-
-def open_store(tracking_uri: str | None):
-    """An MlflowClient on the store, without creating anything (a report only reads)."""
-    import logging
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    from agestudy.tracking import resolve_tracking_uri, sqlite_path
-
-    uri = resolve_tracking_uri(tracking_uri)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise UserError(f"no MLflow store at {db}: run `python -m agestudy.tune` first "
-                        "(or point --tracking-uri / MLFLOW_TRACKING_URI at your runs)")
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri), uri

@@ -25,8 +25,45 @@ from pathlib import Path
 from agestudy.errors import UserError
 from agestudy.report import analysis_map
 from agestudy.report.stats import ablation_groups, hyperparameter_effects, wilson_interval
+from agestudy.runs import (
+    CYCLEGAN_LOSS_PLOT,
+    CYCLEGAN_SAMPLES_DIR,
+    JUDGE_GRID,
+    JUDGE_RUN_TAG,
+    JUDGE_SCATTER,
+    JUDGE_TABLE,
+    ROLE_CYCLEGAN,
+    ANALYSIS_RUN_TAG,
+    AUGMENTATIONS_PLOT,
+    BEST_TRIAL_RUN_TAG,
+    CONFUSION_PLOT,
+    DATA_FINGERPRINT_TAG,
+    DEVICE_TAG,
+    GIT_COMMIT_TAG,
+    LEARNING_CURVE_PLOT,
+    MISCLASSIFIED_PLOT,
+    MODEL_CONFIG,
+    OBJECTIVE_TAG,
+    PARENT_RUN_TAG,
+    PRECISION_TAG,
+    RELIABILITY_PLOT,
+    ROC_PLOT,
+    ROLE_FINAL,
+    ROLE_STUDY,
+    ROLE_TAG,
+    STUDY_HISTORY_PLOT,
+    STUDY_IMPORTANCES,
+    STUDY_IMPORTANCES_PLOT,
+    STUDY_SLICE_PLOT,
+    STUDY_TAG,
+    STUDY_TRIALS,
+    SYNTHETIC_TAG,
+    TEST_PREDICTIONS,
+    find_runs,
+    question_error_tag,
+    redact_uri,
+)
 
-ANALYSIS_LINK_TAG = "agestudy.analysis_run"
 Q6_STUDY = "hyperparams"
 Q7_STUDY = "augmentation"
 TARGET = 0.75
@@ -54,7 +91,7 @@ class RunInfo:
 
     @property
     def study(self) -> str:
-        return self.tags.get("agestudy.study", "")
+        return self.tags.get(STUDY_TAG, "")
 
 
 class AnalysisSection:
@@ -128,15 +165,13 @@ class Store:
     def _info(r) -> RunInfo:
         start = dt.datetime.fromtimestamp(r.info.start_time / 1000).strftime("%Y-%m-%d %H:%M") if r.info.start_time else ""
         return RunInfo(id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_name or ""),
-                       role=r.data.tags.get("agestudy.role", ""), status=r.info.status, start=start,
+                       role=r.data.tags.get(ROLE_TAG, ""), status=r.info.status, start=start,
                        params=dict(r.data.params), tags=dict(r.data.tags), metrics=dict(r.data.metrics),
                        experiment_id=r.info.experiment_id)
 
-    def search(self, experiment_id: str | list[str], filters: str, max_results: int = 1) -> list[RunInfo]:
-        ids = [experiment_id] if isinstance(experiment_id, str) else experiment_id
-        runs = self.client.search_runs(ids, filter_string=filters, max_results=max_results,
-                                       order_by=["attributes.start_time DESC"])
-        return [self._info(r) for r in runs]
+    def find(self, experiment_ids: str | list[str], max_results: int = 1, **filters) -> list[RunInfo]:
+        """The newest runs of the experiment(s) with these role, study, status and tags (see runs.find_runs)."""
+        return [self._info(r) for r in find_runs(self.client, experiment_ids, max_results=max_results, **filters)]
 
     def exists(self, run_id: str, path: str) -> bool:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -216,16 +251,11 @@ def find_target_run(store: Store, experiment_id: str, experiment: str, study: st
             raise UserError(f"no run {run_id!r} in this MLflow store (check --tracking-uri / MLFLOW_TRACKING_URI)")
         if info.status != "FINISHED":
             raise UserError(f"run {run_id} is {info.status}, not FINISHED: report on a finished training run")
-        if not store.exists(info.id, "model/config.json"):
+        if not store.exists(info.id, MODEL_CONFIG):
             raise UserError(f"run {run_id} has no model/ artifact (a study run, a pruned trial or an analysis run?): "
                             "report on a finished training run, e.g. a study's final run")
         return info
-    filters = "tags.`agestudy.role` = 'final' and attributes.status = 'FINISHED'"
-    if study:
-        if "'" in study or "`" in study:
-            raise UserError(f"invalid study name {study!r}")
-        filters += f" and tags.`agestudy.study` = '{study}'"
-    found = store.search(experiment_id, filters)
+    found = store.find(experiment_id, role=ROLE_FINAL, study=study or None, status="FINISHED")
     if not found:
         which = f"of study '{study}' " if study else ""
         command = f"python -m agestudy.tune --study {study}" if study else "python -m agestudy.tune"
@@ -234,19 +264,18 @@ def find_target_run(store: Store, experiment_id: str, experiment: str, study: st
 
 
 def find_study_run(store: Store, run: RunInfo) -> RunInfo | None:
-    if run.role == "study":
+    if run.role == ROLE_STUDY:
         return run
-    parent = store.run(run.tags.get("mlflow.parentRunId"))
-    if parent is not None and parent.role == "study":
+    parent = store.run(run.tags.get(PARENT_RUN_TAG))
+    if parent is not None and parent.role == ROLE_STUDY:
         return parent
     return None
 
 
 def latest_study_run(store: Store, experiment_id: str, name: str) -> RunInfo | None:
-    found = store.search(experiment_id, f"tags.`agestudy.role` = 'study' and tags.`agestudy.study` = '{name}'",
-                         max_results=20)
+    found = store.find(experiment_id, role=ROLE_STUDY, study=name, max_results=20)
     for info in found:  # the latest one that got as far as its trial table
-        if store.exists(info.id, "study/trials.csv"):
+        if store.exists(info.id, STUDY_TRIALS):
             return info
     return None
 
@@ -273,7 +302,7 @@ def data_section(run: RunInfo) -> dict:
     counts = {k: _int_param(p, f"data.{k}") for k in ("train_0", "train_1", "test_0", "test_1")}
     return {
         "root": p.get("data.root", ""),
-        "fingerprint": p.get("data.fingerprint") or run.tags.get("agestudy.data_fingerprint", ""),
+        "fingerprint": p.get("data.fingerprint") or run.tags.get(DATA_FINGERPRINT_TAG, ""),
         "counts": counts,
         "n_train": (counts["train_0"] or 0) + (counts["train_1"] or 0),
         "n_test": (counts["test_0"] or 0) + (counts["test_1"] or 0),
@@ -290,13 +319,10 @@ def learning_curves(store: Store, run: RunInfo, trial: RunInfo | None, lang: str
     own = {k: store.history(run.id, k) for k in keys}
     other = {k: store.history(trial.id, k) for k in keys} if trial is not None and trial.id != run.id else {}
     out = {"has_val": bool(own["val_acc"]), "trial_has_val": bool(other.get("val_acc")),
-           "n_points": len(own["train_loss"]), "figure": None, "logged_figure": store.figure(run.id, "plots/learning_curve.png")}
+           "n_points": len(own["train_loss"]), "figure": None, "logged_figure": store.figure(run.id, LEARNING_CURVE_PLOT)}
     if not own["train_loss"] and not other.get("train_loss"):
         return out
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from agestudy.plots import plt
 
     fr = lang == "fr"
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
@@ -384,13 +410,13 @@ def metrics_section(store: Store, run: RunInfo) -> dict:
     m = run.metrics
     keys = ("test_accuracy", "test_balanced_accuracy", "test_roc_auc", "test_log_loss", "test_brier", "test_ece")
     return {"metrics": {k.removeprefix("test_"): _finite(m.get(k)) for k in keys}, "run_id": run.id,
-            "roc": store.figure(run.id, "plots/roc.png"),
-            "reliability": store.figure(run.id, "plots/reliability.png"),
-            "confusion": store.figure(run.id, "plots/confusion.png")}
+            "roc": store.figure(run.id, ROC_PLOT),
+            "reliability": store.figure(run.id, RELIABILITY_PLOT),
+            "confusion": store.figure(run.id, CONFUSION_PLOT)}
 
 
 def _importances(store: Store, study: RunInfo) -> dict:
-    doc = store.json(study.id, "study/param_importances.json")
+    doc = store.json(study.id, STUDY_IMPORTANCES)
     return {str(k): float(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
 
@@ -398,26 +424,26 @@ def hyperparameter_section(store: Store, run: RunInfo, own_study: RunInfo | None
     """Question 6: importances, slice plots and measured effects from the hyperparams study (else the run's own)."""
     chosen = latest_study_run(store, run.experiment_id, Q6_STUDY)
     source = "hyperparams" if chosen is not None else None
-    if chosen is None and own_study is not None and store.exists(own_study.id, "study/trials.csv"):
+    if chosen is None and own_study is not None and store.exists(own_study.id, STUDY_TRIALS):
         chosen, source = own_study, "own"
     out = {"source": source, "study": chosen, "effects": [], "importances": [], "n_complete": 0,
            "n_pruned": 0, "n_failed": 0, "same_data": None, "objective": ""}
     if chosen is None:
         return out
-    rows = store.csv_rows(chosen.id, "study/trials.csv") or []
+    rows = store.csv_rows(chosen.id, STUDY_TRIALS) or []
     imp = _importances(store, chosen)
     out["effects"] = hyperparameter_effects(rows, imp)
     out["importances"] = sorted(imp.items(), key=lambda kv: -kv[1])
     out["n_complete"] = sum(str(r.get("state")).upper() == "COMPLETE" for r in rows)
     out["n_pruned"] = sum(str(r.get("state")).upper() == "PRUNED" for r in rows)
     out["n_failed"] = sum(str(r.get("state")).upper() == "FAIL" for r in rows)
-    out["objective"] = chosen.tags.get("agestudy.objective", "val_acc")
-    out["same_data"] = chosen.tags.get("agestudy.data_fingerprint") == (
-        run.params.get("data.fingerprint") or run.tags.get("agestudy.data_fingerprint"))
-    out["synthetic"] = chosen.tags.get("agestudy.synthetic") == "true"
-    out["importance_figure"] = store.figure(chosen.id, "study/param_importances.png")
-    out["slice_figure"] = store.figure(chosen.id, "study/slice.png")
-    out["history_figure"] = store.figure(chosen.id, "study/optimization_history.png")
+    out["objective"] = chosen.tags.get(OBJECTIVE_TAG, "val_acc")
+    out["same_data"] = chosen.tags.get(DATA_FINGERPRINT_TAG) == (
+        run.params.get("data.fingerprint") or run.tags.get(DATA_FINGERPRINT_TAG))
+    out["synthetic"] = chosen.tags.get(SYNTHETIC_TAG) == "true"
+    out["importance_figure"] = store.figure(chosen.id, STUDY_IMPORTANCES_PLOT)
+    out["slice_figure"] = store.figure(chosen.id, STUDY_SLICE_PLOT)
+    out["history_figure"] = store.figure(chosen.id, STUDY_HISTORY_PLOT)
     out["best_value"] = _finite(chosen.metrics.get("best_value"))
     return out
 
@@ -425,25 +451,25 @@ def hyperparameter_section(store: Store, run: RunInfo, own_study: RunInfo | None
 def augmentation_section(store: Store, run: RunInfo) -> dict:
     """Question 7 (the report's part): the run's augmentation and the augmentation study's trials by value."""
     p = run.params
-    out = {"grid": store.figure(run.id, "plots/augmentations.png"),
+    out = {"grid": store.figure(run.id, AUGMENTATIONS_PLOT),
            "config": {k: p.get(k) for k in ("random_crop", "crop", "padding", "flip", "jitter")},
            "study": None, "groups": {}}
     study = latest_study_run(store, run.experiment_id, Q7_STUDY)
     if study is None:
         return out
-    rows = store.csv_rows(study.id, "study/trials.csv") or []
+    rows = store.csv_rows(study.id, STUDY_TRIALS) or []
     out["study"] = study
     out["groups"] = {name: ablation_groups(rows, name) for name in ("random_crop", "padding", "flip")}
     out["groups"] = {k: v for k, v in out["groups"].items() if v}
-    out["objective"] = study.tags.get("agestudy.objective", "val_acc")
-    out["same_data"] = study.tags.get("agestudy.data_fingerprint") == p.get("data.fingerprint")
+    out["objective"] = study.tags.get(OBJECTIVE_TAG, "val_acc")
+    out["same_data"] = study.tags.get(DATA_FINGERPRINT_TAG) == p.get("data.fingerprint")
     return out
 
 
 def extremes_section(store: Store, run: RunInfo) -> dict:
     """Question 9 (the report's part): most wrong / most right test images from the run's own predictions."""
-    rows = store.csv_rows(run.id, "predictions/test_predictions.csv")
-    out = {"worst": [], "best": [], "run_id": run.id, "misclassified": store.figure(run.id, "plots/misclassified.png")}
+    rows = store.csv_rows(run.id, TEST_PREDICTIONS)
+    out = {"worst": [], "best": [], "run_id": run.id, "misclassified": store.figure(run.id, MISCLASSIFIED_PLOT)}
     if not rows:
         return out
     scored = []
@@ -467,39 +493,34 @@ def cyclegan_section(store: Store, run: RunInfo) -> dict:
     """Question 11: the latest finished CycleGAN run judged by this report's classifier (in any
     experiment), else the latest of the report's experiment on the same data, else its latest;
     with the judge's table, grids and curves."""
-    from agestudy import cyclegan
-    from agestudy.analyses import q11_cyclegan as judging
-
     out = {"run": None, "command": f"python -m agestudy.cyclegan --data {run.params.get('data.root', 'ROOT')} "
                                    f"--judge {run.id}"}
-    base = f"tags.`{cyclegan.ROLE_TAG}` = '{cyclegan.ROLE}' and attributes.status = 'FINISHED'"
-    fingerprint = run.params.get("data.fingerprint") or run.tags.get("agestudy.data_fingerprint", "")
+    fingerprint = run.params.get("data.fingerprint") or run.tags.get(DATA_FINGERPRINT_TAG, "")
     everywhere = [e.experiment_id for e in store.client.search_experiments()]
-    candidates = ((everywhere, f"{base} and tags.`{cyclegan.JUDGE_TAG}` = '{run.id}'"),  # judged by this run
-                  (run.experiment_id, f"{base} and tags.`agestudy.data_fingerprint` = '{fingerprint}'"),
-                  (run.experiment_id, base))
-    chosen = next((found[0] for where, f in candidates if (found := store.search(where, f))), None)
+    candidates = ((everywhere, {JUDGE_RUN_TAG: run.id}), (run.experiment_id, {DATA_FINGERPRINT_TAG: fingerprint}),
+                  (run.experiment_id, None))
+    chosen = next((found[0] for where, extra in candidates
+                   if (found := store.find(where, role=ROLE_CYCLEGAN, status="FINISHED", extra=extra))), None)
     if chosen is None:
         return out
-    judge = store.json(chosen.id, judging.JUDGE_TABLE)
     try:
-        samples = sorted(a.path for a in store.client.list_artifacts(chosen.id, cyclegan.SAMPLES_DIR)
+        samples = sorted(a.path for a in store.client.list_artifacts(chosen.id, CYCLEGAN_SAMPLES_DIR)
                          if a.path.endswith(".png"))
     except Exception:  # noqa: BLE001 - an unreachable artifact store: the section shows no sample grid
         samples = []
     out.update(
-        run=chosen, judge=judge, judge_table=judging.JUDGE_TABLE, judge_run_id=chosen.tags.get(cyclegan.JUDGE_TAG),
-        judged_by_this_run=chosen.tags.get(cyclegan.JUDGE_TAG) == run.id,
-        same_data=chosen.tags.get("agestudy.data_fingerprint") == fingerprint,
-        synthetic=chosen.tags.get("agestudy.synthetic") == "true",
+        run=chosen, judge=store.json(chosen.id, JUDGE_TABLE), judge_table=JUDGE_TABLE,
+        judge_run_id=chosen.tags.get(JUDGE_RUN_TAG), judged_by_this_run=chosen.tags.get(JUDGE_RUN_TAG) == run.id,
+        same_data=chosen.tags.get(DATA_FINGERPRINT_TAG) == fingerprint,
+        synthetic=chosen.tags.get(SYNTHETIC_TAG) == "true",
         params={k: chosen.params.get(k) for k in ("size", "epochs", "batch_size", "train_images", "width", "blocks",
                                                    "lambda_cycle", "lambda_identity", "precision", "device",
                                                    "data.train_0", "data.train_1")},
         seconds=_finite(chosen.metrics.get("train/seconds")),
         pairs_per_second=_finite(chosen.metrics.get("train/pairs_per_second")),
-        grid=store.figure(chosen.id, judging.JUDGE_GRID),
-        scatter=store.figure(chosen.id, judging.JUDGE_SCATTER),
-        losses=store.figure(chosen.id, cyclegan.LOSS_PLOT),
+        grid=store.figure(chosen.id, JUDGE_GRID),
+        scatter=store.figure(chosen.id, JUDGE_SCATTER),
+        losses=store.figure(chosen.id, CYCLEGAN_LOSS_PLOT),
         first_samples=store.figure(chosen.id, samples[0]) if len(samples) > 1 else None,
         last_samples=store.figure(chosen.id, samples[-1]) if samples else None,
     )
@@ -508,7 +529,7 @@ def cyclegan_section(store: Store, run: RunInfo) -> dict:
 
 def analysis_sections(store: Store, run: RunInfo) -> tuple[str | None, dict]:
     """Resolve every item of ``analysis_map`` against the run's analysis run."""
-    analysis = store.run(run.tags.get(ANALYSIS_LINK_TAG))
+    analysis = store.run(run.tags.get(ANALYSIS_RUN_TAG))
     sections = {}
     for key, mapping in analysis_map.SECTIONS.items():
         if analysis is None:
@@ -520,7 +541,7 @@ def analysis_sections(store: Store, run: RunInfo) -> tuple[str | None, dict]:
             items[name] = value
             if value is None and not source.optional:
                 missing.append(name)
-        error = analysis.tags.get(f"agestudy.{key}_error") or ""
+        error = analysis.tags.get(question_error_tag(key)) or ""
         reason = "error" if error else ("not_run" if len(missing) == sum(not s.optional for s in mapping.values())
                                         else "partial" if missing else "")
         section = AnalysisSection(key, analysis.id, items, missing, reason)
@@ -558,15 +579,15 @@ def collect(client, experiment: str, out_dir: Path, assets: Path, lang: str, stu
         found = client.get_experiment(run.experiment_id)
         experiment = found.name if found else experiment
     own_study = find_study_run(store, run)
-    trial = store.run(run.tags.get("agestudy.best_trial_run")) if run.role == "final" else None
+    trial = store.run(run.tags.get(BEST_TRIAL_RUN_TAG)) if run.role == ROLE_FINAL else None
     data = data_section(run)
-    synthetic = run.tags.get("agestudy.synthetic") == "true"
+    synthetic = run.tags.get(SYNTHETIC_TAG) == "true"
     analysis_id, analyses = analysis_sections(store, run)
     tags = run.tags
     provenance = {
-        "git_commit": tags.get("mlflow.source.git.commit", ""),
-        "device": tags.get("agestudy.device", ""),
-        "precision": tags.get("agestudy.precision", ""),
+        "git_commit": tags.get(GIT_COMMIT_TAG, ""),
+        "device": tags.get(DEVICE_TAG, ""),
+        "precision": tags.get(PRECISION_TAG, ""),
         "versions": {k.removeprefix("version."): v for k, v in sorted(tags.items()) if k.startswith("version.")},
         "model": run.params.get("model", ""),
     }
@@ -574,7 +595,7 @@ def collect(client, experiment: str, out_dir: Path, assets: Path, lang: str, stu
         lang=lang,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         experiment=experiment,
-        tracking_uri=_shown_uri(tracking_uri),
+        tracking_uri=redact_uri(tracking_uri),
         run=run,
         study=own_study,
         best_trial=trial,
@@ -592,14 +613,6 @@ def collect(client, experiment: str, out_dir: Path, assets: Path, lang: str, stu
         q11=cyclegan_section(store, run),
         analyses=analyses,
     )
-
-
-def _shown_uri(uri: str) -> str:
-    """The tracking URI without a password."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri.split("?", 1)[0] if uri.startswith("sqlite") else uri
 
 
 __all__ = ["ReportData", "collect", "Figure", "RunInfo", "AnalysisSection"]

@@ -1,0 +1,199 @@
+"""The MLflow run contract in one place: tag names, role values, artifact paths, and how runs are found.
+
+Training, tuning and the analyses write runs; the report and the analyses read them back,
+often in another process, months later. Both sides take every name from here, so a writer
+and its reader cannot drift apart. The values are the ones already in existing MLflow
+stores: change a value and older runs stop being found.
+
+    from agestudy.runs import ROLE_TAG, ROLE_FINAL, STUDY_TAG, find_runs
+    runs = find_runs(client, [experiment_id], role=ROLE_FINAL, study="default", status="FINISHED")
+"""
+
+from __future__ import annotations
+
+from agestudy.errors import UserError
+
+# ----------------------------------------------------------------------------- tags
+
+# what a run is (see the ROLE_* values below) and which study and trial it belongs to
+ROLE_TAG = "agestudy.role"
+STUDY_TAG = "agestudy.study"
+TRIAL_TAG = "agestudy.trial"  # a trial's Optuna number
+BEST_TRIAL_TAG = "agestudy.best_trial"  # on a final run: the Optuna number of the trial it refits
+BEST_TRIAL_RUN_TAG = "agestudy.best_trial_run"  # on a final run: that trial's run id
+# MLflow's own parent link, set as a plain tag: the parent may be finished or in another process
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+# the study run's settings
+OBJECTIVE_TAG = "agestudy.objective"
+STORAGE_TAG = "agestudy.storage"
+SAMPLER_TAG = "agestudy.sampler"
+PRUNER_TAG = "agestudy.pruner"
+
+# the data a run saw
+SYNTHETIC_TAG = "agestudy.synthetic"  # "true" or "false"
+DATA_FINGERPRINT_TAG = "agestudy.data_fingerprint"
+DATA_ROOT_TAG = "agestudy.data_root"
+DATA_MISMATCH_TAG = "agestudy.data_mismatch"  # on an analysis run of other data than the model trained on
+WARNING_TAG = "agestudy.warning"
+SYNTHETIC_WARNING = "SYNTHETIC demo data: not real faces"  # the WARNING_TAG value on synthetic runs
+
+# how a training run went and where it ran
+AUTO_TAG = "agestudy.auto"  # options left to "auto" and resolved by the run, comma-separated
+PRUNED_TAG = "agestudy.pruned"
+ERROR_TAG = "agestudy.error"
+DEVICE_TAG = "agestudy.device"
+PRECISION_TAG = "agestudy.precision"
+TORCH_THREADS_TAG = "agestudy.torch_threads"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+# the analyses: a child run of the analysed run, linked both ways
+ANALYSIS_RUN_TAG = "agestudy.analysis_run"  # on the analysed run: the id of its analysis run
+ANALYSED_RUN_TAG = "agestudy.analysed_run"  # on the analysis run: the id of the analysed run
+ANALYSES_DONE_TAG = "agestudy.analyses"  # on the analysis run: questions answered so far, e.g. "q1,q2,q8"
+EXTERNAL_TAG = "agestudy.external"  # on the analysis run: question 10's photo folder
+
+
+# question 11: the CycleGAN run
+JUDGE_RUN_TAG = "agestudy.judge_run"  # on a CycleGAN run: the classifier run that judged its generators
+INTERRUPTED_TAG = "agestudy.interrupted_after_epoch"  # on an interrupted CycleGAN run: the epoch its weights are from
+
+
+def question_error_tag(question: str) -> str:
+    """The tag on an analysis run that holds why one question's analysis failed, e.g. agestudy.q8_error."""
+    return f"agestudy.{question}_error"
+
+
+# ----------------------------------------------------------------------------- roles (values of ROLE_TAG)
+
+ROLE_TRAIN = "train"  # python -m agestudy.train
+ROLE_STUDY = "study"  # an Optuna study's parent run
+ROLE_TRIAL = "trial"  # one trial of a study (child of its study run)
+ROLE_FINAL = "final"  # the best trial refitted on all of train/ and measured on test/: what the report shows
+ROLE_ANALYSIS = "analysis"  # the analyses of one run (child of the analysed run)
+ROLE_CYCLEGAN = "cyclegan"  # python -m agestudy.cyclegan: question 11's generators and their judgement
+
+# ----------------------------------------------------------------------------- artifacts
+
+# the saved model (agestudy/checkpoint.py writes and reads the folder)
+MODEL_DIR = "model"
+WEIGHTS_FILE = "state_dict.pt"
+CONFIG_FILE = "config.json"
+MODEL_WEIGHTS = f"{MODEL_DIR}/{WEIGHTS_FILE}"
+MODEL_CONFIG = f"{MODEL_DIR}/{CONFIG_FILE}"
+
+# figures of a training run
+LEARNING_CURVE_PLOT = "plots/learning_curve.png"
+AUGMENTATIONS_PLOT = "plots/augmentations.png"
+ROC_PLOT = "plots/roc.png"
+RELIABILITY_PLOT = "plots/reliability.png"
+CONFUSION_PLOT = "plots/confusion.png"
+MISCLASSIFIED_PLOT = "plots/misclassified.png"
+
+
+def predictions_artifact(split: str = "test") -> str:
+    """The per-image predictions of one split (CSV: file,label,p0,p1)."""
+    return f"predictions/{split}_predictions.csv"
+
+
+TEST_PREDICTIONS = predictions_artifact("test")
+
+# on a study run
+STUDY_TRIALS = "study/trials.csv"
+STUDY_IMPORTANCES = "study/param_importances.json"
+STUDY_IMPORTANCES_PLOT = "study/param_importances.png"
+STUDY_SLICE_PLOT = "study/slice.png"
+STUDY_HISTORY_PLOT = "study/optimization_history.png"
+
+# on a CycleGAN run (agestudy/cyclegan.py writes, its judge agestudy/analyses/q11_cyclegan.py adds judge/)
+CYCLEGAN_WEIGHTS = f"{MODEL_DIR}/generators.pt"  # {"G": state_dict, "F": state_dict, "config": {...}}
+CYCLEGAN_LOSS_PLOT = "plots/losses.png"
+CYCLEGAN_SAMPLES_DIR = "samples"  # samples/epoch_NNN.png: the same test faces through G, F and back
+JUDGE_TABLE = "judge/judge.json"
+JUDGE_GRID = "judge/grid.png"
+JUDGE_SCATTER = "judge/probabilities.png"
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+def quote(value) -> str:
+    """A value as an MLflow filter string literal.
+
+    MLflow's filter parser has no escape character (``'it''s'`` and ``'it\\'s'`` match
+    nothing): a value holding a single quote can only be written between double quotes.
+    """
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise UserError(f"cannot search MLflow for {text!r}: it holds both kinds of quote")
+
+
+def find_runs(client, experiment_ids, role: str | None = None, study: str | None = None,
+              status: str | None = None, extra: dict | None = None, max_results: int = 1000) -> list:
+    """Runs of the experiments, newest first, with the given role, study, status and other tags.
+
+    ``extra`` maps more tag names to the values they must have. An argument left at None
+    does not filter. Returns MLflow ``Run`` objects.
+    """
+    if isinstance(experiment_ids, str):
+        experiment_ids = [experiment_ids]
+    tags = {ROLE_TAG: role, STUDY_TAG: study, **(extra or {})}
+    clauses = [f"tags.`{name}` = {quote(value)}" for name, value in tags.items() if value is not None]
+    if status is not None:
+        clauses.append(f"attributes.status = {quote(status)}")
+    return client.search_runs(list(experiment_ids), filter_string=" and ".join(clauses), max_results=max_results,
+                              order_by=["attributes.start_time DESC"])
+
+
+# ----------------------------------------------------------------------------- the store
+
+STORE_HINT = "run from the project folder or pass --tracking-uri"
+
+
+def open_store(uri: str | None = None, create: bool = False, missing_hint: str = STORE_HINT):
+    """Point MLflow at the store and return ``(MlflowClient, uri)``.
+
+    ``uri`` defaults to ``--tracking-uri``'s default (``MLFLOW_TRACKING_URI``, else
+    mlruns/mlflow.db). Readers (analyses, report) leave ``create`` False: a missing SQLite file
+    is then a UserError ending with ``missing_hint``, not a new empty store. ``create=True``
+    makes the SQLite file's folder instead (MLflow creates the file).
+    """
+    import logging
+    import os
+
+    from agestudy.tracking import resolve_tracking_uri, sqlite_path
+
+    # MLflow's import and alembic migrations are chatty; the user wants our lines, not theirs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = resolve_tracking_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.is_file():
+            raise UserError(f"no MLflow store at {db}: {missing_hint}")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def redact_uri(uri: str) -> str:
+    """A store URI fit to print or log: no user name or password, and no query string for SQLite.
+
+    postgresql://user:secret@host/db -> postgresql://***@host/db;
+    sqlite:////abs/mlflow.db?timeout=60 -> sqlite:////abs/mlflow.db. Plain paths are unchanged.
+    """
+    scheme, sep, rest = (uri or "").partition("://")
+    if not sep:
+        return uri
+    if scheme.startswith("sqlite"):
+        return uri.split("?", 1)[0]
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{slash}{path}"
