@@ -7,17 +7,18 @@ them too. Code reaches them only through ``resource_dir``.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 SOURCE_TREE = Path(__file__).resolve().parents[2]
 
 
 def resource_dir(name: str) -> Path:
-    """The folder of ``agestudy.resources.<name>`` ("studies" or "report_templates") on disk: the
-    installed package's copy, else (code run straight from a checkout, e.g. PYTHONPATH=.) the
-    source tree's top-level folder."""
-    try:
-        return Path(str(files(f"agestudy.resources.{name}")))
-    except ModuleNotFoundError:
-        return SOURCE_TREE / name
+    """The folder ``name`` ("studies" or "report_templates") on disk: the copy an installed wheel
+    holds beside this file, else (an editable install, or code run from a checkout) the source
+    tree's top-level folder.
+
+    (Not importlib.resources.files: these folders have no __init__.py, and for such namespace
+    packages it returns a MultiplexedPath, not a folder one can glob.)
+    """
+    installed = Path(__file__).resolve().parent / name
+    return installed if installed.is_dir() else SOURCE_TREE / name
