@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Everything is one MLflow run (agestudy.role=cyclegan) that the report's section 11 shows.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Cost, measured at 64 pixels with the defaults: a 2-core CPU trains about 5 pairs a second in "
-               "fp32 and 8-9 with native bf16, so the CPU default (6,000 faces of each group) takes 12-20 "
+               "fp32 and 7-8 with native bf16, so the CPU default (6,000 faces of each group) takes 15-20 "
                "minutes whatever the data size; on a GPU the default is 200,000 (about 10 passes over "
                "CACD's 20,000 faces a group). Example:\n"
                "  python -m agestudy.cyclegan --data ROOT --judge RUN_ID",
