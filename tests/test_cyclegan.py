@@ -179,3 +179,17 @@ def test_cli_mistakes_are_one_line_errors(synthetic_root, tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     shown = _cli(["--help"], tmp_path)
     assert shown.returncode == 0 and "--judge" in shown.stdout and "CPU" in shown.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_epoch_on_the_gpu_in_its_precision():
+    """The GPU path: batched on the device, in the precision the hardware gives (bf16 or fp32)."""
+    from agestudy.cyclegan import train_cyclegan
+
+    device = torch.device("cuda")
+    cfg = CycleGANConfig(**TINY, epochs=1).resolved(device, n_per_epoch=16)
+    young, old = (torch.rand(16, 3, 32, 32, device=device) * 2 - 1 for _ in range(2))
+    result = train_cyclegan(cfg, young, old, device, progress=False)
+    assert result.iterations == 16 // cfg.batch_size
+    assert all(np.isfinite(v) for points in result.history.values() for _, v in points)
+    assert next(result.G.parameters()).device.type == "cuda"
