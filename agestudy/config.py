@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agestudy.data import AugmentConfig
+from agestudy.data import AugmentConfig, ImageSet
 from agestudy.errors import UserError
 from agestudy.models import MODELS, model_knobs, supports_members
 
@@ -63,6 +63,14 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: from the hardware, see device.py)
     compile: bool = False  # torch.compile the training step (falls back cleanly where it cannot)
+
+    def split(self, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
+        """The images this configuration fits and the validation split it holds out (None when
+        val_fraction is 0): the one place that derives it, so training, the analyses and the
+        report all see the same split for the same run."""
+        if self.val_fraction <= 0:
+            return train, None
+        return train.split(self.val_fraction, self.seed)
 
     def augment(self) -> AugmentConfig:
         return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,

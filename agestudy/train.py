@@ -128,7 +128,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
 
     cfg.validate()
     device = devices.select_device(cfg.device)
-    train, val = (data.train.split(cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else (data.train, None))
+    train, val = cfg.split(data.train)
     # every "auto" made concrete for this machine and data: the logged params and the saved
     # config say exactly what was trained, and the model can be rebuilt on any machine
     auto = auto_fields(cfg)

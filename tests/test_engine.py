@@ -182,3 +182,20 @@ def test_cuda_training_keeps_data_and_step_on_the_gpu(synthetic_root, tmp_path):
     x, y = next_batch(t, 0)
     assert x.is_cuda and y.is_cuda
     assert train_step(t, x, y).is_cuda
+
+
+def test_one_split_for_training_and_analyses():
+    """TrainConfig.split is the one place a run's validation split comes from: stratified,
+    seeded, and nothing held out when val_fraction is 0."""
+    from agestudy.config import TrainConfig
+    from agestudy.data import ImageSet
+
+    labels = torch.tensor([0] * 30 + [1] * 20)
+    images = ImageSet(torch.zeros(50, 3, 4, 4, dtype=torch.uint8), labels, [f"{i}.jpg" for i in range(50)])
+    fit_set, val = TrainConfig(val_fraction=0.2, seed=3).split(images)
+    assert len(val) == 10 and val.class_counts() == {0: 6, 1: 4}
+    assert not set(val.files) & set(fit_set.files) and len(fit_set) + len(val) == 50
+    again, _ = TrainConfig(val_fraction=0.2, seed=3).split(images)
+    assert again.files == fit_set.files
+    everything, none = TrainConfig(val_fraction=0.0).split(images)
+    assert none is None and everything is images

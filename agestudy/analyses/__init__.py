@@ -188,15 +188,11 @@ class AnalysisContext:
 
     def val_set(self) -> ImageSet | None:
         """The validation split the run held out (None when it trained on all of train/)."""
-        if self.cfg.val_fraction <= 0:
-            return None
-        return self.data.train.split(self.cfg.val_fraction, self.cfg.seed)[1]
+        return self.cfg.split(self.data.train)[1]
 
     def train_set(self) -> ImageSet:
         """The training images the run actually fitted (train/ minus its validation split)."""
-        if self.cfg.val_fraction <= 0:
-            return self.data.train
-        return self.data.train.split(self.cfg.val_fraction, self.cfg.seed)[0]
+        return self.cfg.split(self.data.train)[0]
 
 
 # ----------------------------------------------------------------------------- running them

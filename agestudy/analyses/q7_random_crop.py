@@ -66,7 +66,7 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
         return row
     model = devices.prepare_model(model, ctx.device).eval()
     test = ctx.data.test
-    fitted = ctx.data.train.split(cfg.val_fraction, cfg.seed)[0] if cfg.val_fraction > 0 else ctx.data.train
+    fitted = cfg.split(ctx.data.train)[0]
     if len(fitted) > MAX_TRAIN_EVAL:  # a fixed random subset: the same for every trial
         keep = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:MAX_TRAIN_EVAL]
         fitted = fitted.subset(keep.sort().values)
