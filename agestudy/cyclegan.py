@@ -296,31 +296,18 @@ def train_cyclegan(cfg: CycleGANConfig, young: torch.Tensor, old: torch.Tensor, 
 
 def save_sample_grid(G, Fy, young: torch.Tensor, old: torch.Tensor, device, path: Path, title: str) -> Path:
     """Rows: young x, G(x), F(G(x)); old y, F(y), G(F(y)). The same faces in every grid of a run."""
-    from agestudy.plots import plt
+    from agestudy.plots import image_rows
 
     aged = translate(G, young, device)
     old_rejuv = translate(Fy, old, device)
-    rows = [(young, "young x"), (aged, "G(x): aged"), (translate(Fy, aged, device), "F(G(x))"),
-            (old, "old y"), (old_rejuv, "F(y): rejuvenated"), (translate(G, old_rejuv, device), "G(F(y))")]
-    n = len(young)
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 0.8, 0.8 * len(rows)), squeeze=False,
-                             layout="constrained")
-    for r, (images, label) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.imshow(((images[c].permute(1, 2, 0).cpu() + 1) / 2).clamp(0, 1).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7)
-    fig.suptitle(title, fontsize=7.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    rows = [(young, "young x", None), (aged, "G(x): aged", None), (translate(Fy, aged, device), "F(G(x))", None),
+            (old, "old y", None), (old_rejuv, "F(y): rejuvenated", None),
+            (translate(G, old_rejuv, device), "G(F(y))", None)]
+    return image_rows(rows, path, title, cell=0.8, dpi=120)
 
 
 def plot_losses(history: dict, path: Path, title: str) -> Path:
-    from agestudy.plots import plt
+    from agestudy.plots import plt, save
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     panels = (("adversarial (least squares)", ("train/adv_G", "train/adv_F")),
@@ -339,10 +326,7 @@ def plot_losses(history: dict, path: Path, title: str) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def save_generators(result: CycleGANResult, path: Path) -> Path:
@@ -480,7 +464,7 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
             buffer.flush()
             mlflow.end_run(status=status)
     return {"run_id": run_id, "judge_run_id": judge_run.info.run_id if judge_run is not None else None,
-            "judge": summary, "seconds": time.perf_counter() - start, "config": cfg}
+            "judge": summary, "seconds": time.perf_counter() - start}
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -19,7 +19,7 @@ import numpy as np
 
 plt.switch_backend("Agg")
 
-__all__ = ["DPI", "gallery", "plt", "save"]
+__all__ = ["DPI", "gallery", "image_rows", "plt", "save"]
 
 DPI = 110
 
@@ -84,3 +84,29 @@ def gallery(images, captions: Sequence[str], path, ncols: int = 8,
                         top=1 - top / fig_h, wspace=0.05,
                         hspace=cap_h / cell + 0.05)
     return save(fig, path)
+
+
+def image_rows(rows, path, title: str, cell: float = 0.85, dpi: int = 140) -> Path:
+    """Rows of images of the same faces, one labelled row per stage (the CycleGAN's grids).
+
+    ``rows``: (images, label, captions or None); images are N x 3 x H x W in [-1, 1], or
+    N x H x W change maps (mean |difference| in [-1, 1] units, drawn as a heat map).
+    """
+    n = len(rows[0][0])
+    fig, axes = plt.subplots(len(rows), n, figsize=(cell * n + 0.9, (cell + 0.1) * len(rows)), squeeze=False,
+                             layout="constrained")
+    for r, (images, label, captions) in enumerate(rows):
+        images = images.detach().float().cpu()
+        for c in range(n):
+            ax = axes[r][c]
+            if images.ndim == 3:
+                ax.imshow((images[c] / 2).numpy(), cmap="magma", vmin=0, vmax=0.5)
+            else:
+                ax.imshow(((images[c].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+            if captions:
+                ax.set_xlabel(captions[c], fontsize=7.5, labelpad=1)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=8.5)
+    return save(fig, path, dpi=dpi)

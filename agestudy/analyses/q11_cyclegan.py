@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from agestudy.analyses import centre_view, jsonable, load_run_model
 from agestudy.models import split_members
 from agestudy.models.cyclegan import to_gan_input, to_uint8_frame, translate
-from agestudy.plots import plt
+from agestudy.plots import image_rows, plt, save
 from agestudy.runs import JUDGE_GRID, JUDGE_SCATTER, JUDGE_TABLE
 
 N_SHOWN = 8  # faces of each group in the judge's grid
@@ -41,12 +41,12 @@ DIRECTIONS = {"young": ("G", "aged 52-62", 1), "old": ("F", "aged 20-26", 0)}  #
 # ----------------------------------------------------------------------------- the judge's view
 
 @torch.no_grad()
-def judge_outputs(model, crop: int, images: torch.Tensor, device,
+def judge_outputs(members: list, crop: int, images: torch.Tensor, device,
                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """p(label 1) (the ensemble's mean probability) and penultimate features (members side by side)
-    of uint8 N x 3 x 100 x 100 images seen through the judge's centre crop."""
+    of uint8 N x 3 x 100 x 100 images seen through the judge's centre crop; ``members`` is
+    ``split_members(judge)``."""
     view = centre_view(crop)
-    members = split_members(model)
     p1, feats = [], []
     for start in range(0, len(images), batch_size):
         x = view(images[start : start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
@@ -175,12 +175,15 @@ def judge(model, crop: int, G, Fy, test, size: int, device, seed: int = 0) -> tu
     real = {k: to_gan_input(v, size) for k, v in groups.items()}
     generators = {"young": G, "old": Fy}
     back = {"young": Fy, "old": G}
+    members = split_members(model)
     p_real, feats_real = {}, {}
     for group, x in real.items():
-        p_real[group], feats_real[group] = judge_outputs(model, crop, to_uint8_frame(x), device)
+        p_real[group], feats_real[group] = judge_outputs(members, crop, to_uint8_frame(x), device)
+    # how far apart the real groups are, to the judge: the scale for both directions' distances
+    fd_real = frechet_with_interval(feats_real["young"], feats_real["old"], seed)
     # how well the judge does on the real faces after the round trip through `size` pixels (and without it)
     labels = test.labels.numpy()
-    p_full, _ = judge_outputs(model, crop, test.images, device)
+    p_full, _ = judge_outputs(members, crop, test.images, device)
     summary["judge_accuracy_100px"] = float(((p_full >= 0.5) == labels).mean())
     p_round = np.concatenate([p_real["young"], p_real["old"]])
     summary["judge_accuracy_roundtrip"] = float(((p_round >= 0.5) == np.r_[np.zeros(len(p_real["young"])),
@@ -191,8 +194,8 @@ def judge(model, crop: int, G, Fy, test, size: int, device, seed: int = 0) -> tu
         other = "old" if group == "young" else "young"
         moved = translate(generators[group], x, device)
         cycled = translate(back[group], moved, device)
-        p_moved, feats_moved = judge_outputs(model, crop, to_uint8_frame(moved), device)
-        p_cycled, _ = judge_outputs(model, crop, to_uint8_frame(cycled), device)
+        p_moved, feats_moved = judge_outputs(members, crop, to_uint8_frame(moved), device)
+        p_cycled, _ = judge_outputs(members, crop, to_uint8_frame(cycled), device)
         # probability of the target group: p1 for ageing, p0 for rejuvenating
         before = p_real[group] if target == 1 else 1 - p_real[group]
         after = p_moved if target == 1 else 1 - p_moved
@@ -222,7 +225,7 @@ def judge(model, crop: int, G, Fy, test, size: int, device, seed: int = 0) -> tu
             "target_fraction_translated": float((after >= 0.5).mean()),
             "cycle_l1": c_mean, "cycle_l1_ci_low": c_low, "cycle_l1_ci_high": c_high,
             "fd_to_target": frechet_with_interval(feats_moved, feats_real[other], seed + i),
-            "fd_real_to_target": frechet_with_interval(feats_real[group], feats_real[other], seed + i),
+            "fd_real_to_target": fd_real,
             "changes": changes(_unit(x), _unit(moved), _unit(real[other])),
         }
         shown = np.linspace(0, len(x) - 1, min(N_SHOWN, len(x))).round().astype(int)
@@ -252,25 +255,7 @@ def plot_grid(images: dict, path: Path, title: str) -> Path:
                  (im["moved"], f"{gen_name}({src})", [f"p({target}) {p:.2f}" for p in im["after"]]),
                  (im["cycled"], back, None),
                  ((im["moved"] - im["real"]).abs().mean(1), f"|{gen_name}({src}) - {src}|", None)]
-    n = len(rows[0][0])
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.85 * n + 0.9, 0.95 * len(rows)), squeeze=False,
-                             layout="constrained")
-    for r, (tensor, label, captions) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            if tensor.ndim == 3:  # a change map: mean |difference| over the channels, [-1, 1] units
-                ax.imshow((tensor[c] / 2).numpy(), cmap="magma", vmin=0, vmax=0.5)
-            else:
-                ax.imshow(((tensor[c].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-            if captions:
-                ax.set_xlabel(captions[c], fontsize=7.5, labelpad=1)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(title, fontsize=8.5)
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return path
+    return image_rows(rows, path, title)
 
 
 def plot_probabilities(images: dict, path: Path, title: str) -> Path:
@@ -288,9 +273,7 @@ def plot_probabilities(images: dict, path: Path, title: str) -> Path:
         ax.grid(alpha=0.2)
     fig.suptitle(title + "  (above the diagonal: the probability of the target group rose)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def judge_and_log(client, run_id: str, judge_run, G, Fy, test, size: int, device, out_dir: Path) -> dict:
