@@ -104,7 +104,8 @@ def test_identity_generators_change_nothing_for_the_judge(synthetic_root):
         assert s["n"] == int((test.labels == (0 if group == "young" else 1)).sum())
         assert s["rise_count"] == 0 and s["flip_count"] == 0 and s["delta_mean"] == 0
         assert s["cycle_l1"] == 0
-        assert s["fd_to_target"]["value"] == pytest.approx(s["fd_real_to_target"]["value"], rel=1e-9)
+        # the reference is computed young-to-old, the old group's distance old-to-young: round-off only
+        assert s["fd_to_target"]["value"] == pytest.approx(s["fd_real_to_target"]["value"], rel=1e-6)
         assert s["changes"]["mean_abs_change"] == 0 and s["changes"]["edge_correlation"] == pytest.approx(1)
     # and a generator that inverts the faces is seen as changing them
     summary, _ = judging.judge(model, 88, Negate(), Negate(), test, 32, torch.device("cpu"))
