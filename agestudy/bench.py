@@ -221,7 +221,6 @@ def main(argv=None) -> int:
     cfg = replace(TrainConfig(), model=args.model, members=args.members, batch_size=args.batch_size,
                   width=args.width, stem_stride=args.stem_stride,
                   crop=args.crop, device=args.device, precision=args.precision, compile=args.compile)
-    cfg.validate()
     threads = devices.configure_threads()
     root = resolve_data_root(args.data, args.cache_dir).resolve()
     start = time.perf_counter()

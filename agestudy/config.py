@@ -48,14 +48,15 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.998); 0 = off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing weight; 0 = off
-    crop: int = 88
-    padding: int = 4
-    flip: bool = True
-    jitter: float = 0.1
-    random_crop: bool = True
-    scale: float = 0.0  # random zoom range (e.g. 0.1 = +-10 %), 0 = off
-    rotate: float = 0.0  # random rotation range in degrees, 0 = off
-    eval_flip: bool = True  # test-time: average the prediction of the centre crop and of its mirror
+    # the augmentation's defaults have their one home in AugmentConfig (data/augment.py)
+    crop: int = AugmentConfig.crop
+    padding: int = AugmentConfig.padding
+    flip: bool = AugmentConfig.flip
+    jitter: float = AugmentConfig.jitter
+    random_crop: bool = AugmentConfig.random_crop
+    scale: float = AugmentConfig.scale
+    rotate: float = AugmentConfig.rotate
+    eval_flip: bool = AugmentConfig.eval_flip
     val_fraction: float = 0.1
     evals_per_epoch: int = 4
     log_every: int = 10  # iterations between training-loss points
@@ -63,6 +64,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: from the hardware, see device.py)
     compile: bool = False  # torch.compile the training step (falls back cleanly where it cannot)
+
+    def __post_init__(self):
+        # a configuration is checked when it is made: by the CLIs and the studies before any data
+        # is loaded, and never again (dataclasses.replace makes a new one, checked in turn)
+        self.validate()
 
     def split(self, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
         """The images this configuration fits and the validation split it holds out (None when
@@ -117,7 +123,7 @@ class TrainConfig:
         return self.epochs or max(1, round(self.train_images / max(1, n_train)))
 
     def validate(self) -> None:
-        """Every check in one place, before any data is loaded: a mistake costs nothing."""
+        """Every check in one place (run on construction): a mistake costs nothing."""
         if self.model not in MODELS:
             raise UserError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.optimizer not in ("adamw", "sgd"):

@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from agestudy import device as devices
 from agestudy.config import TrainConfig
-from agestudy.data import AugmentConfig, ImageSet, augment_batch, eval_batch
+from agestudy.data import AugmentConfig, ImageSet, augment_batch
 from agestudy.errors import UserError
 from agestudy.models import create_model
+from agestudy.predict import evaluation_view, predict_proba
 
 # An fp16 step skipped by the gradient scaler makes the scheduler warn that it stepped before the
 # optimiser; that is the scaler doing its job.
@@ -132,7 +133,6 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
 
 def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | None = None) -> Trainer:
     """A fresh model, its optimiser and schedule, and the training images on the device."""
-    cfg.validate()
     device = device or devices.select_device(cfg.device)
     cfg = cfg.resolved(device, len(train))
     if len(train) < cfg.batch_size:
@@ -211,30 +211,11 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- evaluation
 
-@torch.no_grad()
-def predict_proba(model, images: torch.Tensor, cfg: AugmentConfig, device, precision: str = "fp32",
-                  batch_size: int = 512) -> torch.Tensor:
-    """P(label 1) for each uint8 image (on the CPU), from the centre crop (averaged with its
-    mirror if ``cfg.eval_flip``)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = eval_batch(images[start : start + batch_size].to(device), cfg).contiguous(memory_format=torch.channels_last)
-        with devices.autocast(device, precision):
-            p1 = torch.softmax(model(x).float(), dim=1)[:, 1]
-            if cfg.eval_flip:
-                p1 = (p1 + torch.softmax(model(x.flip(-1)).float(), dim=1)[:, 1]) / 2
-        out.append(p1)
-    model.train(was_training)
-    return torch.cat(out).cpu() if out else torch.empty(0)
-
-
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, device,
              precision: str) -> dict[str, float]:
     """Cross-entropy loss, accuracy and ROC AUC of a split (labels on the CPU)."""
-    p1 = predict_proba(model, images, cfg, device, precision).double().clamp(1e-7, 1 - 1e-7)
+    p1 = predict_proba(model, images, evaluation_view(cfg), cfg, device, precision, batch_size=512)
+    p1 = p1.clamp(1e-7, 1 - 1e-7)
     loss = -torch.where(labels == 1, p1.log(), (1 - p1).log()).mean().item()
     acc = ((p1 >= 0.5).long() == labels).double().mean().item()
     auc = float(roc_auc_score(labels.numpy(), p1.numpy())) if len(labels.unique()) == 2 else float("nan")

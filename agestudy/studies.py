@@ -119,7 +119,7 @@ def _parse_param(name: str, table: dict, where: Path) -> Param:
         param = Param(name, kind, low=low, high=high, log=log, step=table.get("step"))
         # both ends must make a valid training configuration
         for end in (low, high):
-            TrainConfig(**{name: int(end) if kind == "int" else float(end)}).validate()
+            TrainConfig(**{name: int(end) if kind == "int" else float(end)})  # raises UserError if not
         return param
     raise UserError(f"{where}: [space.{name}] type must be float, int or categorical, not {kind!r}")
 
@@ -176,5 +176,5 @@ def load_study(study: str | Path | None) -> StudySpec:
     spec = StudySpec(name=meta.get("name", path.stem), path=path, description=meta.get("description", ""),
                      objective=objective, n_trials=n_trials, timeout=timeout, sampler=sampler, pruner=pruner,
                      fixed=fixed, space=space, refit=refit)
-    spec.trial_config({}).validate()
+    spec.trial_config({})  # the fixed options make a valid configuration (checked on construction)
     return spec

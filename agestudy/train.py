@@ -25,9 +25,10 @@ from agestudy.checkpoint import load_model, save_model
 from agestudy.config import TrainConfig
 from agestudy.data import LabData, load_data, resolve_data_root
 from agestudy.data.augment import save_augmentation_grid
-from agestudy.engine import fit, predict_proba
+from agestudy.engine import fit
 from agestudy.errors import cli_entry
 from agestudy.models import MODELS, count_parameters
+from agestudy.predict import evaluation_view, predict_proba
 from agestudy.runs import (
     AUGMENTATIONS_PLOT,
     AUTO_TAG,
@@ -48,7 +49,7 @@ from agestudy.runs import (
     predictions_artifact,
 )
 
-__all__ = ["TrainConfig", "load_model", "predict_proba", "train_and_log", "main"]
+__all__ = ["TrainConfig", "load_model", "train_and_log", "main"]
 
 
 # ----------------------------------------------------------------------------- tracked run
@@ -67,7 +68,8 @@ def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precisio
     from agestudy.plots import gallery
 
     test = data.test
-    p1 = predict_proba(model, test.images, cfg.augment(), device, precision).numpy().astype(np.float64)
+    aug = cfg.augment()
+    p1 = predict_proba(model, test.images, evaluation_view(aug), aug, device, precision, batch_size=512).numpy()
     labels = test.labels.numpy()
     values = M.classification_metrics(labels, p1)
     preds = (p1 >= 0.5).astype(int)
@@ -126,7 +128,6 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     from agestudy import metrics as M
     from agestudy.tracking import MetricBuffer, environment_tags
 
-    cfg.validate()
     device = devices.select_device(cfg.device)
     train, val = cfg.split(data.train)
     # every "auto" made concrete for this machine and data: the logged params and the saved
@@ -229,8 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    cfg.validate()
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})  # checked here, before the data
     devices.configure_threads()
     root = resolve_data_root(args.data, args.cache_dir)
     data = load_data(root, args.cache_dir, progress=not args.quiet)

@@ -20,7 +20,8 @@ from PIL import Image
 from agestudy.analyses import QUESTIONS, parse_questions, run_analyses
 from agestudy.errors import UserError
 from agestudy.models import MODELS, count_parameters, create_model, split_members
-from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
+from agestudy.predict import predict_proba
+from agestudy.train import TrainConfig, load_model, train_and_log
 
 TINY = dict(members=1, stem_stride=4, model="efficient", width=8, epochs=2, batch_size=16, crop=64, padding=2,
             precision="fp32", val_fraction=0.2, evals_per_epoch=1)
@@ -184,10 +185,7 @@ def test_q5_scores_calibration_and_auc_interval(tiny):
     assert m["q5_temperature"] > 0
     assert m["q5_tn"] + m["q5_fp"] + m["q5_fn"] + m["q5_tp"] == len(tiny.data.test)
     # the logged numbers are those of the logged model, on the centre crop (analyses never mirror)
-    from dataclasses import replace
-
-    centre_only = replace(tiny.cfg.augment(), eval_flip=False)
-    p1 = predict_proba(tiny.model, tiny.data.test.images, centre_only, torch.device("cpu")).double().numpy()
+    p1 = predict_proba(tiny.model, tiny.data.test.images, "centre", tiny.cfg.augment()).numpy()
     labels = tiny.data.test.labels.numpy()
     assert m["q5_class0_margin_mean"] == pytest.approx(np.mean(2 * p1[labels == 0] - 1), abs=1e-5)
     assert m["q5_class1_p_true_mean"] == pytest.approx(np.mean(p1[labels == 1]), abs=1e-5)
@@ -264,10 +262,8 @@ def test_q9_worst_image_has_the_lowest_true_class_probability(tiny):
     assert {"q9/extremes.json", "q9/ranking.csv", "q9/worst.png", "q9/best.png"} <= tiny.artifacts
     logged = table(tiny, "q9/extremes.json")
     assert "Sort all test images by p_true" in logged["procedure"]
-    from dataclasses import replace
-
-    centre_only = replace(tiny.cfg.augment(), eval_flip=False)  # analyses rank the centre-crop predictions
-    p1 = predict_proba(tiny.model, tiny.data.test.images, centre_only, torch.device("cpu")).double().numpy()
+    # analyses rank the centre-crop predictions
+    p1 = predict_proba(tiny.model, tiny.data.test.images, "centre", tiny.cfg.augment()).numpy()
     labels = tiny.data.test.labels.numpy()
     p_true = np.where(labels == 1, p1, 1 - p1)
     worst, best = logged["worst"], logged["best"]

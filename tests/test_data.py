@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, write_image
 from PIL import Image
 
-from agestudy.data import AugmentConfig, augment_batch, eval_batch, load_data, stratified_split
+from agestudy.data import AugmentConfig, augment_batch, load_data, stratified_split
 from agestudy.data import cache as cache_module
 from agestudy.data.augment import center_crop, random_crop, save_augmentation_grid
 from agestudy.errors import UserError
@@ -221,11 +221,8 @@ def test_zoom_and_rotation_are_per_sample_and_exact_when_off():
     assert out_u8.shape == (4, 3, 88, 88) and out_u8.dtype == torch.float32
 
 
-def test_eval_uses_the_centre_crop():
+def test_center_crop_is_the_middle():
     images = torch.randint(0, 256, (3, 3, 100, 100), dtype=torch.uint8)
-    cfg = AugmentConfig(crop=88)
-    a, b = eval_batch(images, cfg), eval_batch(images, cfg)
-    assert torch.equal(a, b) and a.shape == (3, 3, 88, 88)
     assert torch.equal(center_crop(images, 88), images[..., 6:94, 6:94])
 
 

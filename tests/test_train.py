@@ -8,7 +8,8 @@ import torch
 from agestudy.data import load_data
 from agestudy.errors import UserError
 from agestudy.models import MODELS, count_parameters, create_model
-from agestudy.train import TrainConfig, load_model, predict_proba, train_and_log
+from agestudy.predict import evaluation_view, predict_proba
+from agestudy.train import TrainConfig, load_model, train_and_log
 
 TINY = dict(members=1, stem_stride=4, model="efficient", width=8, depth=1, epochs=2, batch_size=16, crop=64, padding=2,
             evals_per_epoch=2, log_every=2, precision="fp32", val_fraction=0.2)
@@ -77,12 +78,12 @@ def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
     # the logged weights load back (tensors only) and reproduce the logged test predictions
     model_dir = client.download_artifacts(run_id, "model", str(tmp_path / "dl"))
     model, cfg = load_model(model_dir)
-    p1 = predict_proba(model, data.test.images, cfg.augment(), torch.device("cpu"))
+    p1 = predict_proba(model, data.test.images, evaluation_view(cfg.augment()), cfg.augment())
     csv = client.download_artifacts(run_id, "predictions/test_predictions.csv", str(tmp_path / "dl"))
     rows = open(csv).read().splitlines()
     assert rows[0] == "file,label,p0,p1" and len(rows) == len(data.test) + 1
     logged_p1 = torch.tensor([float(r.rsplit(",", 1)[1]) for r in rows[1:]])
-    assert torch.allclose(p1, logged_p1, atol=1e-5)
+    assert torch.allclose(p1.float(), logged_p1, atol=1e-5)
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
     assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
 
@@ -138,9 +139,12 @@ def test_eval_flip_averages_the_image_and_its_mirror():
     torch.manual_seed(0)
     model = create_model("efficient", width=8, stem_stride=2).eval()
     images = torch.randint(0, 256, (6, 3, 100, 100), dtype=torch.uint8)
-    plain = predict_proba(model, images, AugmentConfig(crop=88), "cpu")
-    mirrored = predict_proba(model, images.flip(-1), AugmentConfig(crop=88), "cpu")
-    both = predict_proba(model, images, AugmentConfig(crop=88, eval_flip=True), "cpu")
+    assert evaluation_view(AugmentConfig(eval_flip=True)) == "centre+mirror"
+    assert evaluation_view(AugmentConfig(eval_flip=False)) == "centre"
+    aug = AugmentConfig(crop=88)
+    plain = predict_proba(model, images, "centre", aug)
+    mirrored = predict_proba(model, images.flip(-1), "centre", aug)
+    both = predict_proba(model, images, "centre+mirror", aug)
     assert not torch.allclose(plain, mirrored)  # the untrained net is not mirror-symmetric
     assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-6)
 
@@ -157,9 +161,24 @@ def test_ensemble_members_train_apart_and_average(synthetic_root, tracking, tmp_
     assert model.members == 2
     first, second = (dict(m.named_parameters()) for m in split_members(model))
     assert all(not torch.equal(first[k], second[k]) for k in first if k.endswith("conv1.0.weight"))
-    p1 = predict_proba(model, data.test.images, cfg.augment(), torch.device("cpu"))
-    members = [predict_proba(m, data.test.images, cfg.augment(), torch.device("cpu")) for m in split_members(model)]
+    view, aug = evaluation_view(cfg.augment()), cfg.augment()
+    p1 = predict_proba(model, data.test.images, view, aug)
+    members = [predict_proba(m, data.test.images, view, aug) for m in split_members(model)]
     assert torch.allclose(p1, (members[0] + members[1]) / 2, atol=1e-5)
     assert not torch.allclose(members[0], members[1])
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
     assert acc == pytest.approx(final["test_accuracy"], abs=1e-9)
+
+
+def test_one_set_of_defaults_checked_when_made(tmp_path, capsys):
+    from agestudy.data import AugmentConfig
+    from agestudy.errors import UserError
+    from agestudy.train import main
+
+    assert TrainConfig().augment() == AugmentConfig()  # the augmentation defaults have one home
+    with pytest.raises(UserError, match="precision"):
+        TrainConfig(precision="fp64")
+    # the CLI rejects a bad option before it looks for (or loads) any data
+    assert main(["--data", str(tmp_path / "no-such-folder"), "--precision", "fp64", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "precision" in err and "no-such-folder" not in err

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +37,9 @@ import numpy as np
 import torch
 
 from agestudy.config import TrainConfig
-from agestudy.data import ImageSet, LabData, center_crop, load_data, to_model_input
+from agestudy.data import ImageSet, LabData, load_data
 from agestudy.errors import UserError
+from agestudy.predict import predict_logits, probabilities
 from agestudy.runs import (
     ANALYSED_RUN_TAG,
     ANALYSES_DONE_TAG,
@@ -72,28 +72,12 @@ QUESTIONS = {
 }
 
 
+# The view every analysis predicts through: the lab's evaluation, the centre crop alone (question 8
+# compares the other views of agestudy.predict against it), whatever the run's eval_flip.
+ANALYSIS_VIEW = "centre"
+
+
 # ----------------------------------------------------------------------------- shared helpers
-
-@torch.no_grad()
-def predict_logits(model, images: torch.Tensor, device, view: Callable[[torch.Tensor], torch.Tensor],
-                   batch_size: int = 256) -> torch.Tensor:
-    """Logits (N x 2, float32, CPU) of uint8 images seen through ``view`` (uint8 batch -> model input)."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = view(images[start : start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 2)
-
-
-def centre_view(crop: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The evaluation view training used: the centre crop, normalised."""
-    return lambda images: to_model_input(center_crop(images, crop))
-
-
-def softmax_p1(logits: torch.Tensor) -> np.ndarray:
-    return torch.softmax(logits.double(), dim=1)[:, 1].numpy()
-
 
 def jsonable(obj):
     """numpy scalars/arrays, Paths and NaN/inf (-> null) into plain JSON values."""
@@ -177,14 +161,18 @@ class AnalysisContext:
 
     # --- predictions shared by several analyses (computed once)
     def test_logits(self) -> torch.Tensor:
-        """Centre-crop logits of every test image, as training measured them."""
+        """Centre-crop logits (N x 2) of every test image: the analyses' view, the lab's evaluation."""
         if "test_logits" not in self._cache:
-            self._cache["test_logits"] = predict_logits(self.model, self.data.test.images, self.device,
-                                                        centre_view(self.cfg.crop))
+            self._cache["test_logits"] = self.logits(self.data.test.images)
         return self._cache["test_logits"]
 
     def test_p1(self) -> np.ndarray:
-        return softmax_p1(self.test_logits())
+        return probabilities(self.test_logits()).numpy()
+
+    def logits(self, images: torch.Tensor, model=None) -> torch.Tensor:
+        """Centre-crop logits (N x 2, float32, CPU) of uint8 images, by the analysed model or ``model``."""
+        return predict_logits(model if model is not None else self.model, images, ANALYSIS_VIEW,
+                              self.cfg.augment(), self.device)[0]
 
     def val_set(self) -> ImageSet | None:
         """The validation split the run held out (None when it trained on all of train/)."""

@@ -20,9 +20,9 @@ import torch
 from PIL import Image, ImageOps
 
 from agestudy import plots
-from agestudy.analyses import centre_view, predict_logits, softmax_p1
 from agestudy.data.folders import IMAGE_EXTENSIONS
 from agestudy.errors import UserError
+from agestudy.predict import probabilities
 from agestudy.runs import EXTERNAL_TAG
 
 IMAGE_SIZE = 100
@@ -175,7 +175,7 @@ def run(ctx) -> dict:
 
     if crops:
         images = torch.from_numpy(np.stack(crops))
-        p1 = softmax_p1(predict_logits(ctx.model, images, ctx.device, centre_view(ctx.cfg.crop)))
+        p1 = probabilities(ctx.logits(images)).numpy()
         for row in rows:
             if "_crop" in row:
                 p = float(p1[row["_crop"]])

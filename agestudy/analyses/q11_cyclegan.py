@@ -27,10 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agestudy.analyses import centre_view, jsonable, load_run_model
+from agestudy.analyses import ANALYSIS_VIEW, jsonable, load_run_model
+from agestudy.data import AugmentConfig
 from agestudy.models import split_members
 from agestudy.models.cyclegan import to_gan_input, to_uint8_frame, translate
 from agestudy.plots import image_rows, plt, save
+from agestudy.predict import model_inputs
 from agestudy.runs import JUDGE_GRID, JUDGE_SCATTER, JUDGE_TABLE
 
 N_SHOWN = 8  # faces of each group in the judge's grid
@@ -46,10 +48,11 @@ def judge_outputs(members: list, crop: int, images: torch.Tensor, device,
     """p(label 1) (the ensemble's mean probability) and penultimate features (members side by side)
     of uint8 N x 3 x 100 x 100 images seen through the judge's centre crop; ``members`` is
     ``split_members(judge)``."""
-    view = centre_view(crop)
+    aug = AugmentConfig(crop=crop)
     p1, feats = [], []
     for start in range(0, len(images), batch_size):
-        x = view(images[start : start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+        x = model_inputs(images[start : start + batch_size], ANALYSIS_VIEW, aug)[0]
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
         probs, parts = [], []
         for net in members:
             last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]

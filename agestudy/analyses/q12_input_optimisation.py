@@ -23,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD, center_crop, from_model_input, to_model_input
+from agestudy.analyses import ANALYSIS_VIEW
+from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD, from_model_input
 from agestudy.plots import plt
+from agestudy.predict import model_inputs
 
 STEPS = 200
 LR = 0.05
@@ -115,7 +117,8 @@ def run(ctx) -> dict:
     p_true = np.where(labels == 1, p1, 1 - p1)
     # per class, the test image the model is surest of: starting point for the *other* class
     surest = {c: int(np.flatnonzero(labels == c)[np.argmax(p_true[labels == c])]) for c in (0, 1)}
-    real = {c: to_model_input(center_crop(test.images[surest[c] : surest[c] + 1], crop))[0] for c in (0, 1)}
+    real = {c: model_inputs(test.images[surest[c] : surest[c] + 1], ANALYSIS_VIEW, ctx.cfg.augment())[0][0]
+            for c in (0, 1)}
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 3, crop, crop, generator=g)[0] * NOISE_STD
 

@@ -18,9 +18,9 @@ import torch
 from scipy import stats
 
 from agestudy import device as devices
-from agestudy.analyses import centre_view, predict_logits, softmax_p1
 from agestudy.models import create_model
 from agestudy.plots import plt
+from agestudy.predict import probabilities
 
 N_NETWORKS = 10  # the question asks for at least 10 seeds
 
@@ -41,7 +41,7 @@ def run(ctx) -> dict:
     for seed in range(k):
         torch.manual_seed(seed)
         net = devices.prepare_model(create_model(cfg.model, **cfg.model_kwargs()), ctx.device).eval()
-        p1 = softmax_p1(predict_logits(net, test.images, ctx.device, centre_view(cfg.crop)))
+        p1 = probabilities(ctx.logits(test.images, net)).numpy()
         pred = (p1 >= 0.5).astype(int)
         correct = pred == labels
         recalls = [correct[labels == c].mean() for c in (0, 1)]

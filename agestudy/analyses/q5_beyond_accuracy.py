@@ -20,7 +20,6 @@ from scipy import optimize
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from agestudy import metrics as M
-from agestudy.analyses import centre_view, predict_logits
 from agestudy.plots import plt
 
 N_BOOTSTRAP = 1000
@@ -65,7 +64,7 @@ def calibrated_test_p1(ctx, test_margin: np.ndarray, labels: np.ndarray) -> tupl
     """Temperature-scaled test P(label 1), the temperature, and where it was fitted."""
     val = ctx.val_set()
     if val is not None and len(val) and len(val.labels.unique()) == 2:
-        logits = predict_logits(ctx.model, val.images, ctx.device, centre_view(ctx.cfg.crop)).double().numpy()
+        logits = ctx.logits(val.images).double().numpy()
         t = fit_temperature(logits[:, 1] - logits[:, 0], val.labels.numpy())
         return sigmoid(test_margin / t), t, f"validation split ({len(val)} images, val_fraction {ctx.cfg.val_fraction})"
     # no validation split: 2-fold stratified cross-fitting on test/

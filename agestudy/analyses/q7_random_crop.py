@@ -24,10 +24,11 @@ import torch
 from scipy import stats
 
 from agestudy import device as devices
-from agestudy.analyses import centre_view, predict_logits, softmax_p1
+from agestudy.analyses import ANALYSIS_VIEW
 from agestudy.data import AugmentConfig
 from agestudy.data.augment import save_augmentation_grid
 from agestudy.plots import plt
+from agestudy.predict import predict_proba
 from agestudy.runs import DATA_FINGERPRINT_TAG, MODEL_DIR, ROLE_TRIAL, TRIAL_TAG, find_runs
 
 STUDY = "augmentation"
@@ -36,9 +37,9 @@ GRID_IMAGES = 3  # per class
 GRID_VERSIONS = 6
 
 
-def _accuracy(model, images, labels, crop, device) -> float:
-    p1 = softmax_p1(predict_logits(model, images, device, centre_view(crop)))
-    return float(((p1 >= 0.5).astype(int) == labels.numpy()).mean())
+def _accuracy(model, images, labels, cfg, device) -> float:
+    p1 = predict_proba(model, images, ANALYSIS_VIEW, cfg.augment(), device)
+    return float(((p1 >= 0.5).long() == labels).double().mean())
 
 
 def find_trials(ctx) -> list:
@@ -70,8 +71,8 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
     if len(fitted) > MAX_TRAIN_EVAL:  # a fixed random subset: the same for every trial
         keep = torch.randperm(len(fitted), generator=torch.Generator().manual_seed(0))[:MAX_TRAIN_EVAL]
         fitted = fitted.subset(keep.sort().values)
-    row["test_acc"] = _accuracy(model, test.images, test.labels, cfg.crop, ctx.device)
-    row["train_acc"] = _accuracy(model, fitted.images, fitted.labels, cfg.crop, ctx.device)
+    row["test_acc"] = _accuracy(model, test.images, test.labels, cfg, ctx.device)
+    row["train_acc"] = _accuracy(model, fitted.images, fitted.labels, cfg, ctx.device)
     row["gap"] = row["train_acc"] - row["test_acc"]
     row["n_train_measured"] = len(fitted)
     return row

@@ -1,7 +1,8 @@
 """Q8: predict each test image from several crops, averaging the softmax probabilities.
 
-Random crops are drawn the way training drew them (RandomCrop(crop, padding) and, if the run
-flipped, a random horizontal flip; no colour jitter): the views the network learned from.
+Random crops are drawn the way training drew them (agestudy.predict's ``crops(N)`` view:
+RandomCrop(crop, padding), the run's flip, zoom and rotation, no colour jitter): the views the
+network learned from.
 Each test image gets MAX_CROPS of them; the accuracy for N crops averages the first N. The
 curve over N = 1..MAX_CROPS is the mean over ORDERINGS random orderings of the same crops
 (so it is smooth without extra forward passes); the headline multi-crop prediction is all
@@ -18,37 +19,14 @@ from __future__ import annotations
 
 import matplotlib.ticker
 import numpy as np
-import torch
 from scipy import stats
 
-from agestudy.analyses import predict_logits
-from agestudy.data.augment import random_crop, random_flip, to_model_input
 from agestudy.plots import plt
+from agestudy.predict import predict_logits, probabilities
 
 MAX_CROPS = 32
 ORDERINGS = 50
 N_BOOTSTRAP = 2000
-
-
-def random_views(cfg, generator: torch.Generator):
-    def view(images: torch.Tensor) -> torch.Tensor:
-        x = random_crop(images, cfg.crop, cfg.padding, generator)
-        if cfg.flip:
-            x = random_flip(x, generator)
-        return to_model_input(x)
-    return view
-
-
-def fixed_view(cfg, top: int, left: int, flip: bool):
-    def view(images: torch.Tensor) -> torch.Tensor:
-        x = images[..., top : top + cfg.crop, left : left + cfg.crop]
-        return to_model_input(x.flip(-1) if flip else x)
-    return view
-
-
-def five_crop_positions(size: int, crop: int) -> list[tuple[int, int]]:
-    far = size - crop
-    return [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
 
 
 def mcnemar(right_a: np.ndarray, right_b: np.ndarray, n_boot: int, seed: int = 0) -> dict:
@@ -73,16 +51,12 @@ def run(ctx) -> dict:
     n_orders = int(ctx.option("q8_orderings", ORDERINGS))
     n_boot = int(ctx.option("q8_bootstrap", N_BOOTSTRAP))
 
-    def p1_of(view) -> np.ndarray:
-        return torch.softmax(predict_logits(ctx.model, test.images, ctx.device, view).double(), 1)[:, 1].numpy()
+    def p1_of(view: str) -> np.ndarray:  # V x N: P(label 1) through each input of the view
+        return probabilities(predict_logits(ctx.model, test.images, view, cfg.augment(), ctx.device)).numpy()
 
     centre_p1 = ctx.test_p1()
-    generator = torch.Generator().manual_seed(0)
-    crops = np.stack([p1_of(random_views(cfg, generator)) for _ in range(n_max)])  # n_max x N
-    size = test.images.shape[-1]
-    five = [p1_of(fixed_view(cfg, top, left, False)) for top, left in five_crop_positions(size, cfg.crop)]
-    mirrored = [p1_of(fixed_view(cfg, top, left, True)) for top, left in five_crop_positions(size, cfg.crop)]
-    five_p1, ten_p1 = np.mean(five, 0), np.mean(five + mirrored, 0)
+    crops = p1_of(f"crops({n_max})")  # drawn as in training, from a generator seeded with 0
+    five_p1, ten_p1 = p1_of("five").mean(0), p1_of("ten").mean(0)
 
     # the curve: accuracy of the mean of the first N crops, averaged over random orderings of the crops
     rng = np.random.default_rng(0)

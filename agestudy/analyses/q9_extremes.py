@@ -15,9 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agestudy.data import center_crop, to_model_input
+from agestudy.analyses import ANALYSIS_VIEW
+from agestudy.data import center_crop
 from agestudy.models import split_members
 from agestudy.plots import plt
+from agestudy.predict import model_inputs
 
 N_SHOWN = 16
 
@@ -110,8 +112,10 @@ def run(ctx) -> dict:
     ctx.log_file(path)
 
     for name, index, title in (("worst", worst, "Most confidently wrong"), ("best", best, "Most confidently right")):
-        crops = center_crop(test.images[torch.as_tensor(index, dtype=torch.long)], cfg.crop)
-        x = to_model_input(crops).to(ctx.device).contiguous(memory_format=torch.channels_last)
+        chosen = test.images[torch.as_tensor(index, dtype=torch.long)]
+        crops = center_crop(chosen, cfg.crop)  # what the model saw, for display
+        x = model_inputs(chosen, ANALYSIS_VIEW, cfg.augment())[0].to(ctx.device)
+        x = x.contiguous(memory_format=torch.channels_last)
         target = torch.as_tensor(pred[index], device=ctx.device)
         cams = torch.stack([grad_cam(net, x, target, layer) for net in networks]).mean(0).numpy()
         _plot_gallery(crops.numpy(), cams, [r for r in rows_of(index)], ctx.path(f"{name}.png"),

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agestudy.data.augment import AugmentConfig, augment_batch, center_crop, eval_batch, to_model_input
+from agestudy.data.augment import AugmentConfig, augment_batch, center_crop, to_model_input
 from agestudy.data.cache import DecodedSplit, decode_split, default_cache_dir
 from agestudy.data.folders import LABEL_NAMES, list_split, unknown_root_entries
 from agestudy.errors import UserError
 
 __all__ = [
-    "AugmentConfig", "ImageSet", "LabData", "LABEL_NAMES", "augment_batch", "center_crop", "eval_batch",
+    "AugmentConfig", "ImageSet", "LabData", "LABEL_NAMES", "augment_batch", "center_crop",
     "load_data", "load_split", "resolve_data_root", "stratified_split", "to_model_input",
 ]
 

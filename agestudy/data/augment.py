@@ -21,14 +21,17 @@ PIXEL_STD = 0.25
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """How training views an image, and how a run evaluates it. The defaults are agestudy's
+    training defaults (TrainConfig takes its augmentation fields from here)."""
+
     crop: int = 88  # side of the (random / centre) crop
-    padding: int = 0  # zero padding added before the random crop, like RandomCrop(padding=)
+    padding: int = 4  # zero padding added before the random crop, like RandomCrop(padding=)
     flip: bool = True  # random horizontal flip
-    jitter: float = 0.0  # brightness/contrast/saturation jitter strength, 0 = off
+    jitter: float = 0.1  # brightness/contrast/saturation jitter strength, 0 = off
     random_crop: bool = True  # False: training uses the centre crop too (the Q7 ablation)
     scale: float = 0.0  # random zoom in [1 - scale, 1 + scale] about the centre, 0 = off
     rotate: float = 0.0  # random rotation in [-rotate, +rotate] degrees, 0 = off
-    eval_flip: bool = False  # evaluation averages the centre crop and its mirror image
+    eval_flip: bool = True  # evaluation averages the centre crop and its mirror image
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -136,11 +139,6 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
     elif scale != 1.0:
         x = x.mul_(scale)
     return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
-
-
-def eval_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Evaluation view: the centre crop of the training crop size."""
-    return to_model_input(center_crop(images, cfg.crop))
 
 
 def save_augmentation_grid(images: torch.Tensor, cfg: AugmentConfig, path, n_versions: int = 5, seed: int = 0,
