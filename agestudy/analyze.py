@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agestudy.cli import HelpFormatter
 from agestudy.errors import cli_entry
 
 
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "their numbers (metrics qN_*, JSON tables) and figures (PNG, under qN/) to a child run tagged "
                     "agestudy.role=analysis. The analysed run gets the tag agestudy.analysis_run = that child's "
                     "id. Running again logs into the same child (use --fresh for a new one).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=f"questions:\n{questions}\n\n"
                "The data are reloaded from the run's data.root param (or --data). Find run ids with\n"
                "  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db\n"

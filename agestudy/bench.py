@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from agestudy import device as devices
+from agestudy.cli import HelpFormatter
 from agestudy.config import TrainConfig
 from agestudy.data import ImageSet, load_data, resolve_data_root
 from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure training throughput (images/s through each member, whole steps) on this machine: "
                     "a lab-notebook loop, a tuned standard PyTorch loop, agestudy's loop and the model alone, on "
                     "the same model and data, beside the device's own matrix-product peak. Ratios come last.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", help="lab-layout folder (default: $AGESTUDY_DATA, ./data or the SYNTHETIC demo)")
     parser.add_argument("--model", default=defaults.model, choices=sorted(MODELS),

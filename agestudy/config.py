@@ -8,7 +8,7 @@ from the device and the number of training images, never from a timing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from agestudy.data import AugmentConfig, ImageSet
 from agestudy.errors import UserError
@@ -25,45 +25,58 @@ LR_REFERENCE_BATCH = 64
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def option(default, help: str):
+    """A TrainConfig field with its --help text (the CLI shows it with the default)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. 0 means "auto" where the comment says so."""
 
-    model: str = "efficient"
-    width: int = 16  # efficient: channels of the first stage
-    depth: int = 1  # efficient: residual blocks per stage
-    dropout: float = 0.2
-    members: int = 3  # > 1: an ensemble of that many networks, each with its own init, shuffle and augmentation
-    stem_stride: int = 0  # efficient: 2 keeps more detail, 4 shrinks the image 4x first (~3x cheaper); 0 = auto
-    hidden: int = 256  # baseline: units of the hidden linear layer
-    train_images: int = 140_000  # training length in images each member sees (~60 epochs of 2,300 faces)
-    epochs: int = 0  # 0 = from train_images and the size of the training set
-    batch_size: int = 0  # per member; 0 = auto (64 on a CPU, 256 on a GPU)
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3  # with --batch-size 0 (auto): the rate at batch 64, scaled by batch/64
-    weight_decay: float = 0.05
-    momentum: float = 0.9  # sgd only
-    grad_clip: float = 0.0  # clip the gradient norm to this (0 = off)
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.998); 0 = off
-    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing weight; 0 = off
+    model: str = option("efficient", "network: baseline (the lab's CNN), efficient (residual CNN) or resnet18")
+    width: int = option(16, "efficient: channels of the first stage")
+    depth: int = option(1, "efficient: residual blocks per stage")
+    dropout: float = option(0.2, "dropout before the last linear layer")
+    members: int = option(3, "> 1: an ensemble of that many networks, each with its own initialisation, shuffle "
+                             "and augmentation, trained as one batched network")
+    stem_stride: int = option(0, "efficient: 2 keeps more detail, 4 shrinks the image 4x first (~3x cheaper); "
+                                 "0 = auto (4 on CPUs without native bf16, else 2)")
+    hidden: int = option(256, "baseline: units of the hidden linear layer")
+    train_images: int = option(140_000, "training length in images each member sees (~60 epochs of 2,300 faces); "
+                                        "sets the epochs when --epochs is 0")
+    epochs: int = option(0, "passes over the training images; 0 = from --train-images and the data size")
+    batch_size: int = option(0, "images per step and member; 0 = auto (64 on a CPU, 256 on a GPU)")
+    optimizer: str = option("adamw", "adamw or sgd")
+    lr: float = option(2e-3, "peak learning rate; with --batch-size 0 (auto) the rate at batch 64, scaled by "
+                             "batch/64")
+    weight_decay: float = option(0.05, "decoupled weight decay (adamw) or L2 penalty (sgd)")
+    momentum: float = option(0.9, "sgd only: momentum")
+    grad_clip: float = option(0.0, "clip the gradient norm to this; 0 = off")
+    label_smoothing: float = option(0.1, "cross-entropy label smoothing")
+    warmup_epochs: float = option(1.0, "linear learning-rate warm-up, in epochs, before the cosine decay")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.998); 0 = off")
+    mixup: float = option(0.0, "alpha of mixup's Beta(alpha, alpha) mixing weight; 0 = off")
     # the augmentation's defaults have their one home in AugmentConfig (data/augment.py)
-    crop: int = AugmentConfig.crop
-    padding: int = AugmentConfig.padding
-    flip: bool = AugmentConfig.flip
-    jitter: float = AugmentConfig.jitter
-    random_crop: bool = AugmentConfig.random_crop
-    scale: float = AugmentConfig.scale
-    rotate: float = AugmentConfig.rotate
-    eval_flip: bool = AugmentConfig.eval_flip
-    val_fraction: float = 0.1
-    evals_per_epoch: int = 4
-    log_every: int = 10  # iterations between training-loss points
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: from the hardware, see device.py)
-    compile: bool = False  # torch.compile the training step (falls back cleanly where it cannot)
+    crop: int = option(AugmentConfig.crop, "side of the training crop (random) and of the test crop (centre), "
+                                           "in pixels of the 100x100 images")
+    padding: int = option(AugmentConfig.padding, "black border added before the random crop, like "
+                                                 "RandomCrop(padding=)")
+    flip: bool = option(AugmentConfig.flip, "random horizontal flips in training")
+    jitter: float = option(AugmentConfig.jitter, "brightness/contrast/saturation jitter strength; 0 = off")
+    random_crop: bool = option(AugmentConfig.random_crop, "random crop position in training (--no-random-crop: "
+                                                          "the centre crop, question 7's ablation)")
+    scale: float = option(AugmentConfig.scale, "random zoom range (e.g. 0.1 = +-10 %%); 0 = off")
+    rotate: float = option(AugmentConfig.rotate, "random rotation range in degrees; 0 = off")
+    eval_flip: bool = option(AugmentConfig.eval_flip, "validation and test average the centre crop and its mirror")
+    val_fraction: float = option(0.1, "share of train/ held out for validation (stratified, seeded); 0 = none")
+    evals_per_epoch: int = option(4, "validations per epoch (points of the learning curve, pruning checks)")
+    log_every: int = option(10, "iterations between training-loss points")
+    seed: int = option(0, "seed of the initialisation, the shuffles, the augmentation and the validation split")
+    device: str = option("auto", "auto (a CUDA GPU when there is one), cpu or cuda")
+    precision: str = option("auto", "auto (from the hardware: bf16 on GPUs and CPUs with native bf16, fp16 with "
+                                    "loss scaling on older GPUs, else fp32), fp32, bf16 or fp16")
+    compile: bool = option(False, "torch.compile the training step (falls back cleanly where it cannot)")
 
     def __post_init__(self):
         # a configuration is checked when it is made: by the CLIs and the studies before any data

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from agestudy import device as devices
+from agestudy.cli import HelpFormatter
 from agestudy.errors import UserError, cli_entry
 from agestudy.models.cyclegan import to_gan_input, translate
 from agestudy.runs import (
@@ -47,6 +48,7 @@ from agestudy.runs import (
     SYNTHETIC_WARNING,
     WARNING_TAG,
     find_runs,
+    redact_uri,
 )
 
 # the training length by device when --train-images is 0: sized so that a 2-core CPU
@@ -503,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and p(young) from y to F(y), how many faces change group, the cycle reconstruction "
                     "error and a Frechet distance on the judge's own features, all with 95 %% intervals. "
                     "Everything is one MLflow run (agestudy.role=cyclegan) that the report's section 11 shows.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Cost, measured at 64 pixels with the defaults: a 2-core CPU trains about 5 pairs a second in "
                "fp32 and 7-8 with native bf16, so the CPU default (6,000 faces of each group) takes 15-20 "
                "minutes whatever the data size; on a GPU the default is 200,000 (about 10 passes over "
@@ -541,12 +543,12 @@ def main(argv=None) -> int:
     from agestudy.data import load_data, resolve_data_root
     from agestudy.tracking import resolve_tracking_uri, setup_tracking
 
+    experiment_id = setup_tracking(args.tracking_uri, args.experiment)  # a wrong store fails before the data
     root = resolve_data_root(args.data, args.cache_dir)
     data = load_data(root, args.cache_dir, progress=not args.quiet)
-    experiment_id = setup_tracking(args.tracking_uri, args.experiment)
     out = run_cyclegan(cfg, data, experiment_id, judge=args.judge, use_judge=not args.no_judge, run_name=args.run_name,
                        progress=not args.quiet)
-    print(f"run {out['run_id']} ({resolve_tracking_uri(args.tracking_uri)}), {out['seconds'] / 60:.1f} min")
+    print(f"run {out['run_id']} ({redact_uri(resolve_tracking_uri(args.tracking_uri))}), {out['seconds'] / 60:.1f} min")
     summary = out["judge"]
     if summary:
         print(f"judge {out['judge_run_id']}: p(aged 52-62) rises from x to G(x) for "

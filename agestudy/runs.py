@@ -168,6 +168,7 @@ def open_store(uri: str | None = None, create: bool = False, missing_hint: str =
     # MLflow's import and alembic migrations are chatty; the user wants our lines, not theirs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = resolve_tracking_uri(uri)
     db = sqlite_path(uri)
     if db is not None:
@@ -175,11 +176,70 @@ def open_store(uri: str | None = None, create: bool = False, missing_hint: str =
             db.parent.mkdir(parents=True, exist_ok=True)
         elif not db.is_file():
             raise UserError(f"no MLflow store at {db}: {missing_hint}")
+    else:
+        check_reachable(uri, "the MLflow tracking store", TRACKING_SCHEMES)
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri), uri
+    client = MlflowClient(tracking_uri=uri)
+    try:  # one cheap call: a wrong password or database fails here, in one line, not mid-run
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
+        raise UserError(f"cannot open the MLflow tracking store {redact_uri(uri)}: "
+                        f"{scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, uri)}"
+                        ) from None
+    return client, uri
+
+
+# schemes agestudy can use for MLflow runs and for Optuna studies (plain paths are files)
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "file")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306}
+
+
+def check_reachable(uri: str, what: str, schemes: tuple[str, ...], timeout: float = 5.0) -> None:
+    """A UserError (with the password hidden) unless ``uri`` has a known scheme and, for a server,
+    its host accepts a connection within ``timeout`` seconds: MLflow and SQLAlchemy would
+    otherwise retry for minutes, then print a traceback that may hold the URI."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if "://" not in uri:
+        return
+    scheme = uri.split("://", 1)[0].lower()
+    base = scheme.split("+", 1)[0]  # postgresql+psycopg -> postgresql
+    if base not in schemes:
+        raise UserError(f"{what} {redact_uri(uri)}: unknown scheme {scheme!r}; use one of "
+                        f"{', '.join(s + '://' for s in schemes)}")
+    if base not in _DEFAULT_PORTS:
+        return
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS[base]
+    except ValueError as err:  # e.g. a port that is not a number
+        raise UserError(f"{what} {redact_uri(uri)}: {err}") from None
+    if not host:
+        raise UserError(f"{what} {redact_uri(uri)}: no host name")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"cannot reach {what} {redact_uri(uri)} ({host}:{port}): {reason}") from None
+
+
+def scrub(text: str, uri: str) -> str:
+    """``text`` (an error message) without the password of ``uri``."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    return text
 
 
 def redact_uri(uri: str) -> str:

@@ -59,6 +59,15 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
     return experiment_id
 
 
+def system_metrics_available() -> bool:
+    """MLflow samples CPU, memory, disk and network (and NVIDIA GPUs with nvidia-ml-py) only with psutil."""
+    import importlib.util
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines per run
+    return importlib.util.find_spec("psutil") is not None
+
+
 def git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent

@@ -22,6 +22,7 @@ import torch
 
 from agestudy import device as devices
 from agestudy.checkpoint import load_model, save_model
+from agestudy.cli import HelpFormatter
 from agestudy.config import TrainConfig
 from agestudy.data import LabData, load_data, resolve_data_root
 from agestudy.data.augment import save_augmentation_grid
@@ -47,6 +48,7 @@ from agestudy.runs import (
     SYNTHETIC_WARNING,
     WARNING_TAG,
     predictions_artifact,
+    redact_uri,
 )
 
 __all__ = ["TrainConfig", "load_model", "train_and_log", "main"]
@@ -116,7 +118,7 @@ class TrainedRun(NamedTuple):
 
 def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, tags: dict | None = None,
                   parent_run_id: str | None = None, on_validation=None, on_run_start=None, test: bool = True,
-                  progress: bool = True) -> TrainedRun:
+                  progress: bool = True, system_metrics: bool = True) -> TrainedRun:
     """Train, evaluate on test/ (unless ``test=False``: tuning trials never look at it), and log
     everything to one MLflow run.
 
@@ -126,7 +128,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     import mlflow
 
     from agestudy import metrics as M
-    from agestudy.tracking import MetricBuffer, environment_tags
+    from agestudy.tracking import MetricBuffer, environment_tags, system_metrics_available
 
     device = devices.select_device(cfg.device)
     train, val = cfg.split(data.train)
@@ -136,7 +138,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     cfg = cfg.resolved(device, len(train))
     # the parent link as a plain tag: the parent may live in another process or be finished (resume)
     link = {PARENT_RUN_TAG: parent_run_id} if parent_run_id else None
-    with mlflow.start_run(run_name=run_name, tags=link) as run:
+    sample_system = system_metrics and system_metrics_available()  # system/cpu_utilization_percentage, ...
+    with mlflow.start_run(run_name=run_name, tags=link, log_system_metrics=sample_system) as run:
         run_id = run.info.run_id
         if on_run_start is not None:
             on_run_start(run_id)
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one age classifier (label 0: aged 20-26, label 1: aged 52-62) on the lab's folders "
                     "and log the run to MLflow: learning curves, test metrics (accuracy, ROC AUC, calibration), "
                     "figures, per-image predictions and the weights.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     io = parser.add_argument_group("data and tracking")
     io.add_argument("--data", help="folder with train/{0,1} and test/{0,1}; default: $AGESTUDY_DATA, ./data, "
@@ -213,17 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--experiment", default="agestudy", help="MLflow experiment name")
     io.add_argument("--run-name", help="MLflow run name")
     io.add_argument("--quiet", action="store_true", help="no progress bars")
+    io.add_argument("--no-system-metrics", action="store_true",
+                    help="do not sample CPU/GPU utilisation and memory into the run (system/... metrics)")
     hp = parser.add_argument_group("model and training (all logged as MLflow params)")
-    hp.add_argument("--model", default=defaults.model, choices=sorted(MODELS))
-    for f in fields(TrainConfig):
+    for f in fields(TrainConfig):  # each option's help and default come from the config (config.py)
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.name == "model":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            hp.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction)
+            hp.add_argument(flag, default=defaults.model, choices=sorted(MODELS), help=text)
+        elif f.type in (bool, "bool"):
+            hp.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, help=text)
         else:
             caster = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            hp.add_argument(flag, type=caster, default=f.default)
+            hp.add_argument(flag, type=caster, default=f.default, help=text)
     return parser
 
 
@@ -232,15 +236,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})  # checked here, before the data
     devices.configure_threads()
-    root = resolve_data_root(args.data, args.cache_dir)
-    data = load_data(root, args.cache_dir, progress=not args.quiet)
-
     from agestudy.tracking import resolve_tracking_uri, setup_tracking
 
-    setup_tracking(args.tracking_uri, args.experiment)
+    setup_tracking(args.tracking_uri, args.experiment)  # a wrong store fails before the data is loaded
+    root = resolve_data_root(args.data, args.cache_dir)
+    data = load_data(root, args.cache_dir, progress=not args.quiet)
     run_id, final, _ = train_and_log(cfg, data, run_name=args.run_name, progress=not args.quiet,
-                                  tags={ROLE_TAG: ROLE_TRAIN})
-    print(f"run {run_id} ({resolve_tracking_uri(args.tracking_uri)})")
+                                     tags={ROLE_TAG: ROLE_TRAIN}, system_metrics=not args.no_system_metrics)
+    print(f"run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))})")
     print(f"test accuracy {final['test_accuracy']:.4f}  ROC AUC {final['test_roc_auc']:.4f}  "
           f"ECE {final['test_ece']:.4f}  training {final['train_seconds']:.0f} s  "
           f"{final['train_images_per_second']:.0f} images/s")

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from agestudy import device as devices
+from agestudy.cli import HelpFormatter
 from agestudy.data import LabData, load_data, resolve_data_root
 from agestudy.errors import UserError, cli_entry
 from agestudy.runs import (
@@ -40,6 +41,7 @@ from agestudy.runs import (
     ROLE_TAG,
     ROLE_TRIAL,
     SAMPLER_TAG,
+    STORAGE_SCHEMES,
     STORAGE_TAG,
     STUDY_HISTORY_PLOT,
     STUDY_IMPORTANCES,
@@ -49,8 +51,10 @@ from agestudy.runs import (
     STUDY_TRIALS,
     SYNTHETIC_TAG,
     TRIAL_TAG,
+    check_reachable,
     find_runs,
     redact_uri,
+    scrub,
 )
 from agestudy.studies import OBJECTIVES, StudySpec, load_study
 
@@ -72,6 +76,7 @@ def open_storage(url: str):
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in url:
+        check_reachable(url, "the Optuna study storage", STORAGE_SCHEMES)
         engine_kwargs = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             engine_kwargs["connect_args"] = {"timeout": 120}  # wait for a lock instead of failing
@@ -79,7 +84,8 @@ def open_storage(url: str):
             # heartbeats let a worker on any machine notice a trial whose worker died
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=20, grace_period=60)
         except Exception as err:  # noqa: BLE001 - a wrong URL or an unreachable server is the user's to fix
-            raise UserError(f"cannot open the study storage {url}: {str(err).splitlines()[0]}") from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot open the study storage {redact_uri(url)}: {scrub(reason, url)}") from None
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     # one append-only file, safe for several processes on one machine (file locks)
@@ -180,7 +186,7 @@ def objective_value(spec: StudySpec, scores: dict) -> float:
     return scores["auc"] if spec.objective == "val_auc" else scores["acc"]
 
 
-def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress: bool):
+def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress: bool, system_metrics: bool = True):
     import optuna
 
     from agestudy.train import train_and_log
@@ -208,6 +214,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         tags = {ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number)}
         run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
                             parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
+                            system_metrics=system_metrics,
                             on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
         if run.stopped:
             # epochs trained so far, in fractions of an epoch (validations happen within epochs)
@@ -220,7 +227,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
 
 
 def run_worker(spec: StudySpec, storage_url: str, data: LabData, parent_run_id: str, n_trials: int,
-               timeout: float | None, progress: bool) -> None:
+               timeout: float | None, progress: bool, system_metrics: bool = True) -> None:
     """Run trials until the study holds ``n_trials`` finished (complete or pruned) ones."""
     import optuna
     from optuna.trial import TrialState
@@ -237,7 +244,7 @@ def run_worker(spec: StudySpec, storage_url: str, data: LabData, parent_run_id: 
             study.stop()
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study.optimize(make_objective(spec, data, parent_run_id, progress), timeout=timeout,
+    study.optimize(make_objective(spec, data, parent_run_id, progress, system_metrics), timeout=timeout,
                    callbacks=[stop_when_done], catch=(Exception,), gc_after_trial=True)
 
 
@@ -337,7 +344,8 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
     return summary
 
 
-def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progress: bool) -> tuple[str, dict]:
+def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progress: bool,
+               system_metrics: bool = True) -> tuple[str, dict]:
     """Retrain the best trial's configuration on all of train/ and measure it on test/."""
     from mlflow.tracking import MlflowClient
 
@@ -353,7 +361,7 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
     tags = {ROLE_TAG: ROLE_FINAL, STUDY_TAG: spec.name, BEST_TRIAL_TAG: str(best.number),
             BEST_TRIAL_RUN_TAG: best.user_attrs.get(RUN_ID_ATTR, "")}
     run_id, final, _ = train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags,
-                                     parent_run_id=parent_run_id, progress=progress)
+                                     parent_run_id=parent_run_id, progress=progress, system_metrics=system_metrics)
     return run_id, final
 
 
@@ -366,17 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "child run of one study run; unpromising trials are pruned; the best configuration is then "
                     "retrained on all of train/ and measured on test/ (MLflow tag agestudy.role=final). Running "
                     "the same command again resumes the same study.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Data: --data, else $AGESTUDY_DATA, else ./data, else the built-in SYNTHETIC demo data.\n"
                "Study storage: a journal file mlruns/optuna/NAME.journal unless --storage is given "
                "(postgresql://... to share a study between machines).",
     )
     parser.add_argument("--study", help="study file or name of a shipped study (default: studies/default.toml)")
-    parser.add_argument("--data", help="folder with train/{0,1} and test/{0,1}")
+    parser.add_argument("--data", help="folder with train/{0,1} and test/{0,1} (default: $AGESTUDY_DATA, ./data, "
+                                       "else the SYNTHETIC demo data)")
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted in the study (default: the file's)")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds per worker")
+    parser.add_argument("--timeout", type=float,
+                        help="stop starting trials after this many seconds per worker (default: the file's)")
     parser.add_argument("--workers", type=int, default=1, help="processes working on the study on this machine")
-    parser.add_argument("--storage", help="Optuna storage URL or journal file path")
+    parser.add_argument("--storage", help="Optuna storage: postgresql://user:password@host/db to share a study "
+                                          "between machines, or a journal file path (default: "
+                                          "mlruns/optuna/STUDY.journal)")
     parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlruns/mlflow.db or "
                                                "$MLFLOW_TRACKING_URI)")
     parser.add_argument("--experiment", default="agestudy", help="MLflow experiment name")
@@ -385,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--external", help="folder of outside photos (optionally in 0/ and 1/) for question 10")
     parser.add_argument("--no-analyze", action="store_true", help="skip the analyses of the final run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-system-metrics", action="store_true",
+                        help="do not sample CPU/GPU utilisation and memory into the training runs (system/... metrics)")
     parser.add_argument("--worker-of", help=argparse.SUPPRESS)  # internal: parent run id of a spawned worker
     return parser
 
@@ -401,6 +415,8 @@ def _spawn_workers(args, k: int, storage_url: str, root: Path, parent_run_id: st
         cmd += ["--cache-dir", args.cache_dir]
     if args.timeout:
         cmd += ["--timeout", str(args.timeout)]
+    if args.no_system_metrics:
+        cmd += ["--no-system-metrics"]
     procs = [subprocess.Popen(cmd, env=env) for _ in range(k)]
     try:
         codes = [p.wait() for p in procs]
@@ -428,12 +444,15 @@ def main(argv=None) -> int:
     from agestudy.tracking import resolve_tracking_uri, setup_tracking
 
     root = resolve_data_root(args.data, args.cache_dir)
-    data = load_data(root, args.cache_dir, progress=not args.quiet, verbose=not args.worker_of)
+    # both stores are opened before the data is loaded: a wrong URL or password costs nothing
     setup_tracking(args.tracking_uri, args.experiment)
     storage_url = args.storage or default_storage_url(spec)
+    open_storage(storage_url)
+    data = load_data(root, args.cache_dir, progress=not args.quiet, verbose=not args.worker_of)
 
     if args.worker_of:  # a spawned worker: trials only
-        run_worker(spec, storage_url, data, args.worker_of, n_trials, timeout, progress=False)
+        run_worker(spec, storage_url, data, args.worker_of, n_trials, timeout, progress=False,
+                   system_metrics=not args.no_system_metrics)
         return 0
 
     study = open_study(spec, storage_url)
@@ -445,10 +464,11 @@ def main(argv=None) -> int:
     parent_run_id = parent_run(study, spec, storage_url, data)
     already = _finished_count(study)
     print(f"[tune] study {spec.name!r} ({spec.path}): {already} finished trial(s) so far, target {n_trials}; "
-          f"objective {OBJECTIVES[spec.objective]}; storage {storage_url}", file=sys.stderr)
+          f"objective {OBJECTIVES[spec.objective]}; storage {redact_uri(storage_url)}", file=sys.stderr)
     start = time.perf_counter()
     if args.workers == 1:
-        run_worker(spec, storage_url, data, parent_run_id, n_trials, timeout, progress=not args.quiet)
+        run_worker(spec, storage_url, data, parent_run_id, n_trials, timeout, progress=not args.quiet,
+                   system_metrics=not args.no_system_metrics)
     else:
         _spawn_workers(args, args.workers, storage_url, root, parent_run_id, n_trials)
     study = open_study(spec, storage_url)
@@ -461,8 +481,9 @@ def main(argv=None) -> int:
     print(f"[tune] best trial #{study.best_trial.number}: {OBJECTIVES[spec.objective]} {study.best_value:.4f} "
           f"with {study.best_trial.params}", file=sys.stderr)
     if not args.no_refit:
-        run_id, final = refit_best(study, spec, data, parent_run_id, progress=not args.quiet)
-        print(f"final run {run_id} ({resolve_tracking_uri(args.tracking_uri)}): test accuracy "
+        run_id, final = refit_best(study, spec, data, parent_run_id, progress=not args.quiet,
+                                   system_metrics=not args.no_system_metrics)
+        print(f"final run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))}): test accuracy "
               f"{final['test_accuracy']:.4f}, ROC AUC {final['test_roc_auc']:.4f}")
         if not args.no_analyze:
             from agestudy.analyses import run_analyses

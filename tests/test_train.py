@@ -182,3 +182,17 @@ def test_one_set_of_defaults_checked_when_made(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "no-such-folder"), "--precision", "fp64", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "precision" in err and "no-such-folder" not in err
+
+
+def test_training_runs_sample_system_metrics_unless_told_not_to(synthetic_root, tracking, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "epochs": 1})
+    sampled = train_and_log(cfg, data, progress=False).run_id
+    quiet = train_and_log(cfg, data, progress=False, system_metrics=False).run_id
+    keys = {r: set(MlflowClient().get_run(r).data.metrics) for r in (sampled, quiet)}
+    assert "system/cpu_utilization_percentage" in keys[sampled]
+    assert "system/system_memory_usage_megabytes" in keys[sampled]
+    assert not any(k.startswith("system/") for k in keys[quiet])

@@ -6,13 +6,14 @@ import argparse
 import sys
 import time
 
+from agestudy.cli import HelpFormatter
 from agestudy.errors import cli_entry
 from agestudy.report import DEFAULT_OUT, LANGS, build_report
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agestudy.report",
+        prog="python -m agestudy.report", formatter_class=HelpFormatter,
         description="Render the lab's twelve answers into a PDF from MLflow runs (metrics, histories, artifacts); "
                     "nothing is retrained. With no argument: the latest study's final run (tag "
                     "agestudy.role=final). Run `python -m agestudy.analyze --run RUN_ID` first for the analysis "
