@@ -114,3 +114,27 @@ def predict_proba(model, images: torch.Tensor, view: str, aug: AugmentConfig, de
     """P(label 1) of each image (N, float64, CPU): the mean of the view's softmax probabilities."""
     logits = predict_logits(model, images, view, aug, device, precision, batch_size, seed)
     return probabilities(logits).mean(0)
+
+
+class AgeClassifier(torch.nn.Module):
+    """A trained network as one self-contained predictor, what the registered MLflow model serves:
+    uint8 RGB images (N x 3 x 100 x 100, or N x 100 x 100 x 3 as image libraries give them) ->
+    P(aged 52-62) for each (N, float32), through the run's own evaluation view."""
+
+    def __init__(self, model: torch.nn.Module, aug: AugmentConfig):
+        super().__init__()
+        self.model = model.eval()
+        self.aug = aug
+        self.view = evaluation_view(aug)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
+            raise ValueError(f"expected N x 3 x H x W or N x H x W x 3 images, got shape {tuple(images.shape)}")
+        if images.shape[1] != 3:
+            images = images.permute(0, 3, 1, 2)
+        if images.dtype != torch.uint8:  # 0-255 values in another type: the training images' scale
+            images = images.round().clamp(0, 255).to(torch.uint8)
+        inputs = model_inputs(images.contiguous(), self.view, self.aug)
+        probs = [torch.softmax(self.model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1)[:, 1]
+                 for x in inputs]
+        return torch.stack(probs).mean(0)

@@ -23,6 +23,9 @@ BEST_TRIAL_TAG = "agestudy.best_trial"  # on a final run: the Optuna number of t
 BEST_TRIAL_RUN_TAG = "agestudy.best_trial_run"  # on a final run: that trial's run id
 # MLflow's own parent link, set as a plain tag: the parent may be finished or in another process
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# MLflow's run description (the UI's "Description" box), one sentence or a few saying what the run is
+DESCRIPTION_TAG = "mlflow.note.content"
+PRUNED_NAME_SUFFIX = " (pruned)"  # a pruned trial's run name ends so: not to be mistaken for a crash
 
 # the study run's settings
 OBJECTIVE_TAG = "agestudy.objective"
@@ -37,10 +40,13 @@ DATA_ROOT_TAG = "agestudy.data_root"
 DATA_MISMATCH_TAG = "agestudy.data_mismatch"  # on an analysis run of other data than the model trained on
 WARNING_TAG = "agestudy.warning"
 SYNTHETIC_WARNING = "SYNTHETIC demo data: not real faces"  # the WARNING_TAG value on synthetic runs
+SYNTHETIC_SENTENCE = ("Warning: trained on SYNTHETIC demo data (drawn faces, not real people): its numbers say "
+                      "nothing about real faces.")  # ends the description of every run on synthetic data
 
 # how a training run went and where it ran
 AUTO_TAG = "agestudy.auto"  # options left to "auto" and resolved by the run, comma-separated
 PRUNED_TAG = "agestudy.pruned"
+REGISTERED_VERSION_TAG = "agestudy.registered_version"  # on a final run: its version of REGISTERED_MODEL
 ERROR_TAG = "agestudy.error"
 DEVICE_TAG = "agestudy.device"
 PRECISION_TAG = "agestudy.precision"
@@ -81,6 +87,11 @@ WEIGHTS_FILE = "state_dict.pt"
 CONFIG_FILE = "config.json"
 MODEL_WEIGHTS = f"{MODEL_DIR}/{WEIGHTS_FILE}"
 MODEL_CONFIG = f"{MODEL_DIR}/{CONFIG_FILE}"
+
+# the MLflow model a final run logs (mlflow.pytorch; agestudy.predict.AgeClassifier) and registers
+LOGGED_MODEL_NAME = "classifier"
+REGISTERED_MODEL = "agestudy-age-classifier"
+BEST_ALIAS = "best"  # the latest study's final run: models:/agestudy-age-classifier@best
 
 # figures of a training run
 LEARNING_CURVE_PLOT = "plots/learning_curve.png"

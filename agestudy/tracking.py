@@ -139,3 +139,83 @@ class MetricBuffer:
             self.pending = []
         except Exception as err:  # noqa: BLE001 - a tracking hiccup must not kill a training run
             warnings.warn(f"MLflow metric logging failed, will retry: {err}", stacklevel=2)
+
+
+# ----------------------------------------------------------------------------- datasets and models
+
+def log_splits(data, fitted, validation=None, test: bool = True) -> None:
+    """Record the run's data as MLflow dataset inputs (the runs table's Dataset column): the images it
+    fitted, its validation split and, unless it never looked at it (a trial), test/. Each input names
+    its folder, counts its images per class and says whether the data are synthetic."""
+    import json
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class SplitDataset(MetaDataset):  # a split by reference: its folder, digest and class counts
+        def __init__(self, source, name: str, digest: str, profile: dict):
+            self._profile = profile
+            super().__init__(source=source, name=name, digest=digest)
+
+        @property
+        def profile(self):
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+    splits = [("train", fitted, "train"), ("validation", validation, "train")]
+    if test:
+        splits.append(("test", data.test, "test"))
+    for context, images, folder in splits:
+        if images is None:
+            continue
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local folder either way
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(data.root) / folder))
+        counts = images.class_counts()
+        dataset = SplitDataset(source=source, name=f"{Path(data.root).name}/{context}",
+                               digest=_digest(data.fingerprint, context, len(images)),
+                               profile={"images": len(images), "label_0": counts[0], "label_1": counts[1]})
+        mlflow.log_input(dataset, context=context, tags={"fingerprint": data.fingerprint,
+                                                         "synthetic": str(data.synthetic).lower()})
+
+
+def _digest(fingerprint: str, context: str, n: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{fingerprint}/{context}/{n}".encode()).hexdigest()[:12]
+
+
+def log_classifier(model, aug, register: bool = False) -> str | None:
+    """Log the trained network as an MLflow model (mlflow.pytorch, wrapped as agestudy.predict.AgeClassifier:
+    uint8 images in, P(aged 52-62) out, with signature and input example, agestudy's code inside it so it
+    loads anywhere with torch), and with ``register`` make it a new version of the registered model,
+    aliased BEST_ALIAS. Returns the version, or None when not registered."""
+    import copy
+
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    import agestudy
+    from agestudy.predict import AgeClassifier
+    from agestudy.runs import BEST_ALIAS, LOGGED_MODEL_NAME, REGISTERED_MODEL
+
+    served = AgeClassifier(copy.deepcopy(model).float().cpu(), aug).eval()
+    example = np.random.default_rng(0).integers(0, 256, (2, 3, 100, 100), dtype=np.uint8)  # no real face
+    with torch.no_grad():
+        output = served(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        served, name=LOGGED_MODEL_NAME, signature=infer_signature(example, output), input_example=example,
+        code_paths=[str(Path(agestudy.__file__).parent)],  # AgeClassifier and the networks' classes
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],  # no slow inference of them
+        registered_model_name=REGISTERED_MODEL if register else None)
+    if not register:
+        return None
+    version = str(info.registered_model_version)
+    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, BEST_ALIAS, version)
+    return version

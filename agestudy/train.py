@@ -35,15 +35,19 @@ from agestudy.runs import (
     AUTO_TAG,
     CONFUSION_PLOT,
     DATA_FINGERPRINT_TAG,
+    DESCRIPTION_TAG,
     ERROR_TAG,
     LEARNING_CURVE_PLOT,
     MISCLASSIFIED_PLOT,
     PARENT_RUN_TAG,
+    PRUNED_NAME_SUFFIX,
     PRUNED_TAG,
+    REGISTERED_VERSION_TAG,
     RELIABILITY_PLOT,
     ROC_PLOT,
     ROLE_TAG,
     ROLE_TRAIN,
+    SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
     WARNING_TAG,
@@ -110,6 +114,16 @@ def auto_fields(cfg: TrainConfig) -> list[str]:
         [name for name in ("batch_size", "epochs", "stem_stride") if not getattr(cfg, name)]
 
 
+def run_description(what: str, cfg: TrainConfig, data: LabData, train, val, test: bool) -> str:
+    """The run's description in words: what was trained, on which data, how it was measured."""
+    network = f"{cfg.members} x {cfg.model}" if cfg.members > 1 else cfg.model
+    held_out = f", {len(val):,} held out for validation" if val is not None else ", no validation split"
+    measured = f"measured on test/ ({len(data.test):,} images)" if test else "never shown test/"
+    text = (f"{what}: {network} (width {cfg.width}, crop {cfg.crop}) trained on {len(train):,} images of "
+            f"{data.root}{held_out}; {measured}.")
+    return text + (" " + SYNTHETIC_SENTENCE if data.synthetic else "")
+
+
 class TrainedRun(NamedTuple):
     run_id: str
     metrics: dict
@@ -118,17 +132,26 @@ class TrainedRun(NamedTuple):
 
 def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, tags: dict | None = None,
                   parent_run_id: str | None = None, on_validation=None, on_run_start=None, test: bool = True,
-                  progress: bool = True, system_metrics: bool = True) -> TrainedRun:
+                  progress: bool = True, system_metrics: bool = True, description: str | None = None,
+                  register: bool = False) -> TrainedRun:
     """Train, evaluate on test/ (unless ``test=False``: tuning trials never look at it), and log
     everything to one MLflow run.
 
+    ``description`` becomes the run's MLflow description (a default one says what was trained on what);
+    ``register`` logs the network as an MLflow model and makes it the registered model's ``best``.
     The run ends FINISHED, KILLED (interrupted, or stopped by ``on_validation``: pruned) or FAILED
     (error), never left RUNNING.
     """
     import mlflow
 
     from agestudy import metrics as M
-    from agestudy.tracking import MetricBuffer, environment_tags, system_metrics_available
+    from agestudy.tracking import (
+        MetricBuffer,
+        environment_tags,
+        log_classifier,
+        log_splits,
+        system_metrics_available,
+    )
 
     device = devices.select_device(cfg.device)
     train, val = cfg.split(data.train)
@@ -149,6 +172,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                          DATA_FINGERPRINT_TAG: data.fingerprint, **(tags or {})})
         if data.synthetic:
             mlflow.set_tag(WARNING_TAG, SYNTHETIC_WARNING)
+        mlflow.set_tag(DESCRIPTION_TAG, run_description(description or "A training run", cfg, data, train, val, test))
+        log_splits(data, train, val, test=test)
         buffer = MetricBuffer(run_id)
         status = "FAILED"
         try:
@@ -157,6 +182,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
             if result.stopped:
                 status = "KILLED"
                 mlflow.set_tag(PRUNED_TAG, "true")
+                if run_name:  # the runs table shows KILLED like FAILED: the name says it was pruned
+                    mlflow.MlflowClient().update_run(run_id, name=run_name + PRUNED_NAME_SUFFIX)
                 return TrainedRun(run_id, {}, True)
             precision = result.precision
             mlflow.set_tags(environment_tags(str(device), precision))
@@ -183,6 +210,9 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                                        seed=cfg.seed)
                 mlflow.log_metrics(final, step=result.iterations)
                 mlflow.log_artifacts(str(out))
+            if register:
+                version = log_classifier(result.model, cfg.augment(), register=True)
+                mlflow.set_tag(REGISTERED_VERSION_TAG, version)
             status = "FINISHED"
             return TrainedRun(run_id, final, False)
         except KeyboardInterrupt:

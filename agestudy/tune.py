@@ -33,6 +33,7 @@ from agestudy.runs import (
     BEST_TRIAL_RUN_TAG,
     BEST_TRIAL_TAG,
     DATA_FINGERPRINT_TAG,
+    DESCRIPTION_TAG,
     ERROR_TAG,
     OBJECTIVE_TAG,
     PRUNER_TAG,
@@ -49,6 +50,7 @@ from agestudy.runs import (
     STUDY_SLICE_PLOT,
     STUDY_TAG,
     STUDY_TRIALS,
+    SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
     TRIAL_TAG,
     check_reachable,
@@ -120,8 +122,14 @@ def open_study(spec: StudySpec, storage_url: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=spec.name, storage=open_storage(storage_url), direction="maximize",
-                               sampler=create_sampler(spec), pruner=create_pruner(spec), load_if_exists=True)
+    study = optuna.create_study(study_name=spec.name, storage=open_storage(storage_url), direction="maximize",
+                                sampler=create_sampler(spec), pruner=create_pruner(spec), load_if_exists=True)
+    if study.metric_names is None:  # optuna-dashboard then names the objective instead of "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+            study.set_metric_names([OBJECTIVES[spec.objective]])
+        study.set_user_attr("description", spec.description.strip() or spec.name)
+    return study
 
 
 def _process_alive(pid: int) -> bool:
@@ -203,6 +211,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
 
         def on_validation(step, epoch, scores):
             state["evals"] += 1
+            state["step"] = step
             state["value"] = objective_value(spec, scores)
             state["epochs"] = epoch + 1
             # report once per validation; the step is the validation index, comparable across batch sizes
@@ -212,13 +221,21 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         epochs = cfg.epochs_for(n_trial_train)
         trial.set_user_attr("epochs_planned", epochs)
         tags = {ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number)}
+        searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        searched = searched or "no searched option"
         run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
                             parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
                             system_metrics=system_metrics,
+                            description=f"Trial {trial.number} of study '{spec.name}' ({searched}), scored by "
+                                        f"{OBJECTIVES[spec.objective]}",
                             on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
+        trial.set_user_attr(f"last_{spec.objective}", state["value"])
         if run.stopped:
-            # epochs trained so far, in fractions of an epoch (validations happen within epochs)
+            # epochs trained so far, in fractions of an epoch (validations happen within epochs); where it
+            # stopped, as Optuna counts (validations) and as MLflow does (iterations: the runs' step axis)
             trial.set_user_attr("epochs_done", state["evals"] / cfg.evals_per_epoch)
+            trial.set_user_attr("pruned_at_validation", state["evals"])
+            trial.set_user_attr("pruned_at_iteration", state.get("step"))
             raise optuna.TrialPruned(f"pruned at epoch {state['epochs']} ({spec.objective} {state['value']:.4f})")
         trial.set_user_attr("epochs_done", epochs)
         return state["value"]
@@ -275,6 +292,7 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
         OBJECTIVE_TAG: spec.objective, SYNTHETIC_TAG: str(data.synthetic).lower(),
         DATA_FINGERPRINT_TAG: data.fingerprint,
     }
+    tags[DESCRIPTION_TAG] = study_description(spec, data)
     with mlflow.start_run(run_name=f"study-{spec.name}", tags=tags) as run:
         mlflow.log_params({"study.file": str(spec.path), "study.n_trials": spec.n_trials,
                            "study.space": json.dumps([p.__dict__ for p in spec.space])[:6000],
@@ -282,6 +300,14 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
         run_id = run.info.run_id
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
+
+
+def study_description(spec: StudySpec, data: LabData) -> str:
+    """The study run's description: the study file's own words, then what it searches and on what."""
+    searched = ", ".join(p.name for p in spec.space) or "nothing (fixed configuration)"
+    text = (f"{spec.description.strip() or f'Optuna study {spec.name!r}.'}\n\nStudy file {spec.path}; "
+            f"objective: {OBJECTIVES[spec.objective]} (maximised); searches {searched}; data {data.root}.")
+    return text + ("\n\n" + SYNTHETIC_SENTENCE if data.synthetic else "")
 
 
 def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
@@ -360,8 +386,15 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
     cfg = spec.refit_config(best.params)
     tags = {ROLE_TAG: ROLE_FINAL, STUDY_TAG: spec.name, BEST_TRIAL_TAG: str(best.number),
             BEST_TRIAL_RUN_TAG: best.user_attrs.get(RUN_ID_ATTR, "")}
-    run_id, final, _ = train_and_log(cfg, data, run_name=f"{spec.name}-final", tags=tags,
-                                     parent_run_id=parent_run_id, progress=progress, system_metrics=system_metrics)
+    run_id, final, _ = train_and_log(
+        cfg, data, run_name=f"{spec.name}-final", tags=tags, parent_run_id=parent_run_id, progress=progress,
+        system_metrics=system_metrics, register=True,
+        description=f"Final model of study '{spec.name}': the best trial (#{best.number}, "
+                    f"{OBJECTIVES[spec.objective]} {best.value:.4f}) retrained on all of train/")
+    # the study's record of its final model, for optuna-dashboard (a finished trial takes no new attributes)
+    study.set_user_attr("final_run_id", run_id)
+    for key in ("test_accuracy", "test_roc_auc", "test_ece"):
+        study.set_user_attr(f"final_{key}", final.get(key))
     return run_id, final
 
 

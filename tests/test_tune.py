@@ -179,6 +179,47 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     assert analysis.data.tags["agestudy.role"] == "analysis"
     assert "q8_centre_accuracy" in analysis.data.metrics
 
+    # what the MLflow UI and optuna-dashboard show (issue: runs that read well in both)
+    final = finals[0]
+    assert by_trial[2].info.run_name == "full-trial-2 (pruned)"  # KILLED looks like a crash: the name says why
+    assert by_trial[0].info.run_name == "full-trial-0"
+    assert "Trial 0 of study 'full' (lr=0.05)" in by_trial[0].data.tags["mlflow.note.content"]
+    assert "SYNTHETIC" in by_trial[0].data.tags["mlflow.note.content"]  # the warning in words
+    assert "objective: validation accuracy" in parent.data.tags["mlflow.note.content"]
+    assert "Final model of study 'full'" in final.data.tags["mlflow.note.content"]
+    contexts = {r: {t.value for i in client.get_run(r).inputs.dataset_inputs for t in i.tags
+                    if t.key == "mlflow.data.context"} for r in (final.info.run_id, by_trial[0].info.run_id)}
+    assert contexts[final.info.run_id] == {"train", "test"}  # the refit has no validation split
+    assert contexts[by_trial[0].info.run_id] == {"train", "validation"}  # trials never see test/
+    dataset = client.get_run(final.info.run_id).inputs.dataset_inputs[0].dataset
+    assert dataset.digest and '"label_0"' in dataset.profile and str(synthetic_root) in dataset.source
+
+    import mlflow.pyfunc
+    import numpy as np
+
+    version = client.get_model_version_by_alias("agestudy-age-classifier", "best")
+    assert version.run_id == final.info.run_id == client.get_run(final.info.run_id).info.run_id
+    assert final.data.tags["agestudy.registered_version"] == str(version.version)
+    served = mlflow.pyfunc.load_model("models:/agestudy-age-classifier@best")
+    faces = np.random.default_rng(1).integers(0, 256, (5, 3, 100, 100), dtype=np.uint8)
+    p1 = served.predict(faces)
+    assert p1.shape == (5,) and ((p1 >= 0) & (p1 <= 1)).all()
+    from agestudy.checkpoint import load_model as load_checkpoint
+    from agestudy.predict import evaluation_view, predict_proba
+
+    model, cfg = load_checkpoint(client.download_artifacts(final.info.run_id, "model", str(tmp_path / "dl")))
+    import torch
+
+    expected = predict_proba(model, torch.from_numpy(faces), evaluation_view(cfg.augment()), cfg.augment())
+    assert np.allclose(p1, expected.numpy(), atol=1e-5)  # the served model is the run's own
+
+    assert study.metric_names == ["validation accuracy"]
+    assert study.trials[2].user_attrs["pruned_at_validation"] >= 1
+    assert study.trials[2].user_attrs["pruned_at_iteration"] >= 1
+    assert "last_val_acc" in study.trials[0].user_attrs
+    study = load(study_path, storage)
+    assert study.user_attrs["final_run_id"] == final.info.run_id and "final_test_accuracy" in study.user_attrs
+
     # running the same command again resumes: no new trial, no second final run
     n_trials_before = len(study.trials)
     proc = subprocess.run(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--n-trials", "4"),
