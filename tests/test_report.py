@@ -266,7 +266,7 @@ def test_no_runs_exits_2_with_what_to_run(tmp_path):
 
 
 def test_wilson_interval_and_effects():
-    from agestudy.report.stats import ablation_groups, hyperparameter_effects, wilson_interval
+    from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, wilson_interval
 
     lo, hi = wilson_interval(0.8, 100)
     assert lo == pytest.approx(0.7112, abs=1e-4) and hi == pytest.approx(0.8666, abs=1e-4)

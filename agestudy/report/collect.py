@@ -24,7 +24,7 @@ from pathlib import Path
 
 from agestudy.errors import UserError
 from agestudy.report import analysis_map
-from agestudy.report.stats import ablation_groups, hyperparameter_effects, wilson_interval
+from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, wilson_interval
 from agestudy.runs import (
     CYCLEGAN_LOSS_PLOT,
     CYCLEGAN_SAMPLES_DIR,
