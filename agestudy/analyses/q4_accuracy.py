@@ -54,7 +54,6 @@ def run(ctx) -> dict:
         out["correct"] = round(accuracy * n_test)
 
     # validation's first pass: the run itself if it had a validation split, else its best trial
-    out["own_has_val"] = _int_param(params, "data.n_val") not in (None, 0)
     trial = best_trial_run(ctx.client, analysed)
     out["first75"] = None
     if _has_val(analysed):
