@@ -11,9 +11,7 @@ HTML and PDF refer to local files and every figure's path names its run.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import shutil
 import warnings
@@ -145,12 +143,6 @@ class Store:
             except json.JSONDecodeError:
                 self._json[key] = None
         return self._json[key]
-
-    def csv_rows(self, run_id: str | None, path: str) -> list[dict] | None:
-        text = self.text(run_id, path)
-        if text is None:
-            return None
-        return list(csv.DictReader(io.StringIO(text)))
 
 
 # ----------------------------------------------------------------------------- choosing the runs
