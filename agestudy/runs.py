@@ -11,6 +11,8 @@ stores: change a value and older runs stop being found.
 
 from __future__ import annotations
 
+import math
+
 from agestudy.errors import UserError
 
 # ----------------------------------------------------------------------------- tags
@@ -156,6 +158,58 @@ def find_runs(client, experiment_ids, role: str | None = None, study: str | None
         clauses.append(f"attributes.status = {quote(status)}")
     return client.search_runs(list(experiment_ids), filter_string=" and ".join(clauses), max_results=max_results,
                               order_by=["attributes.start_time DESC"])
+
+
+def logged_number(value) -> float | None:
+    """A logged metric or param (params come back as strings) as a float; None when absent or not finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def active_run(client, run_id: str | None):
+    """The run with this id, or None when there is none (no id, deleted, or from another store)."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises several types for an unknown id
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
+
+
+def has_artifact(client, run_id: str, path: str) -> bool:
+    """Whether the run holds the artifact file ``path`` (one listing of its folder)."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    try:
+        return any(item.path == path for item in client.list_artifacts(run_id, folder))
+    except Exception:  # noqa: BLE001 - an unreachable artifact store holds nothing we can read
+        return False
+
+
+def study_run(client, run):
+    """The study run a final run or trial belongs to (its parent with the study role); a study run is its own."""
+    if run.data.tags.get(ROLE_TAG) == ROLE_STUDY:
+        return run
+    parent = active_run(client, run.data.tags.get(PARENT_RUN_TAG))
+    return parent if parent is not None and parent.data.tags.get(ROLE_TAG) == ROLE_STUDY else None
+
+
+def best_trial_run(client, run):
+    """On a final run: the trial run it refits (same configuration, with a validation split); else None."""
+    if run.data.tags.get(ROLE_TAG) != ROLE_FINAL:
+        return None
+    return active_run(client, run.data.tags.get(BEST_TRIAL_RUN_TAG))
+
+
+def latest_study_run(client, experiment_id: str, study: str):
+    """The newest study run of this name in the experiment that got as far as its trial table; else None."""
+    for run in find_runs(client, [experiment_id], role=ROLE_STUDY, study=study, max_results=20):
+        if has_artifact(client, run.info.run_id, STUDY_TRIALS):
+            return run
+    return None
 
 
 # ----------------------------------------------------------------------------- the store

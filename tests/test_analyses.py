@@ -205,6 +205,27 @@ def test_q5_temperature_scaling_fits_a_known_temperature():
     assert fit_temperature(3 * true_margin, labels) == pytest.approx(3, rel=0.1)  # logits 3x too confident
 
 
+def test_q3_q4_q6_read_what_the_run_logged(tiny):
+    """Learning curves per language from the logged histories, the Wilson interval, no study for q6."""
+    from agestudy.analyses.stats import wilson_interval
+
+    assert {"q3/learning_curves.json", "q3/learning_curves_fr.png", "q3/learning_curves_en.png",
+            "q4/accuracy.json", "q6/effects.json"} <= tiny.artifacts
+    run = tiny.client.get_run(tiny.run_id)
+    curves = table(tiny, "q3/learning_curves.json")
+    history = tiny.client.get_metric_history(tiny.run_id, "train_loss")
+    assert curves["runs"] == [tiny.run_id] and curves["n_points"] == len(history) > 0
+    assert curves["final_train_loss"] == max(history, key=lambda m: m.step).value
+    accuracy = table(tiny, "q4/accuracy.json")
+    n_test = len(tiny.data.test)
+    assert accuracy["n_test"] == n_test
+    assert (accuracy["ci_low"], accuracy["ci_high"]) == pytest.approx(
+        wilson_interval(run.data.metrics["test_accuracy"], n_test))
+    assert accuracy["first75"]["is_own"] and accuracy["first75"]["run_id"] == tiny.run_id  # it held out validation
+    effects = table(tiny, "q6/effects.json")
+    assert effects["study_run_id"] is None and metrics(tiny)["q6_n_complete"] == 0  # a plain run, no study
+
+
 def test_q7_reports_a_missing_ablation_then_summarises_one(tiny):
     assert {"q7/random_crop_grid.png", "q7/training_augmentation_grid.png", "q7/effect.json"} <= tiny.artifacts
     effect = table(tiny, "q7/effect.json")
@@ -377,14 +398,14 @@ def test_question_names_are_checked():
     assert parse_questions(None) == list(QUESTIONS)
     assert parse_questions("q9, 8") == ["q8", "q9"]
     with pytest.raises(UserError, match="unknown question"):
-        parse_questions("q3")
+        parse_questions("q13")
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tiny, capsys):
     from agestudy.analyze import main
 
     for argv, message in ((["--run", "0" * 32], "no MLflow run"),
-                          (["--run", tiny.run_id, "--only", "q3"], "unknown question"),
+                          (["--run", tiny.run_id, "--only", "q13"], "unknown question"),
                           (["--run", tiny.run_id, "--external", str(tiny.tmp / "missing")], "not found"),
                           (["--run", tiny.run_id, "--data", str(tiny.tmp / "nowhere")], "not found")):
         assert main(argv) == 2

@@ -1,15 +1,19 @@
 """The compte-rendu end to end: a tiny synthetic study (real tuner), its analyses when they exist, the PDF.
 
 One module-scoped fixture runs ``python -m agestudy.tune --study quick`` on 80 + 16 synthetic
-images (two trials, two epochs), then ``python -m agestudy.analyze`` when that module exists,
+images (two trials, two epochs), adds an ``augmentation`` study run holding only a trial table
+(for question 7's ablation), then ``python -m agestudy.analyze`` when that module exists,
 then renders the report in French (CLI, with --html) and in English; the tests read the PDFs'
 text with pypdf and the HTML.
 """
 
 from __future__ import annotations
 
+import ast
+import csv
 import html as htmllib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -25,6 +29,14 @@ pypdf = pytest.importorskip("pypdf")
 
 SCRIPT_NAME = "<script>alert(1)<script>.jpg"  # a data file name (no "/" possible in a file name)
 SCRIPT_RUN_NAME = "<script>alert(1)</script>"  # a tag value: the final run's name
+# question 7's ablation table: an augmentation study's trials as agestudy.tune writes study/trials.csv
+AUGMENTATION_TRIALS = """number,value,state,params_flip,params_padding,params_random_crop
+0,0.70,COMPLETE,True,4,True
+1,0.64,COMPLETE,True,4,False
+2,0.74,COMPLETE,False,8,True
+3,0.61,COMPLETE,False,0,False
+4,0.10,PRUNED,True,8,True
+"""
 
 
 def _env(tmp: Path) -> dict:
@@ -45,6 +57,21 @@ def pdf_text(path: Path) -> str:
 
 def squash(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("\u00a0", " "))
+
+
+def add_augmentation_study(client, experiment_id: str, final, tmp: Path) -> str:
+    """An augmentation study run as agestudy.tune leaves it (tags, study/trials.csv), without training its trials."""
+    from agestudy import runs
+
+    tags = {runs.ROLE_TAG: runs.ROLE_STUDY, runs.STUDY_TAG: "augmentation", runs.OBJECTIVE_TAG: "val_acc",
+            runs.DATA_FINGERPRINT_TAG: final.data.params["data.fingerprint"]}
+    run_id = client.create_run(experiment_id, tags=tags, run_name="augmentation").info.run_id
+    table = tmp / "augmentation" / "trials.csv"
+    table.parent.mkdir()
+    table.write_text(AUGMENTATION_TRIALS)
+    client.log_artifact(run_id, str(table), artifact_path=runs.STUDY_TRIALS.rsplit("/", 1)[0])
+    client.set_terminated(run_id)
+    return run_id
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +99,7 @@ def study(tmp_path_factory):
     runs = client.search_runs([exp.experiment_id], max_results=100)
     final = next(r for r in runs if r.data.tags.get("agestudy.role") == "final")
     trial = next(r for r in runs if r.data.tags.get("agestudy.role") == "trial")
+    augmentation = add_augmentation_study(client, exp.experiment_id, final, tmp)
 
     analysed = None
     if importlib.util.find_spec("agestudy.analyze") is not None:
@@ -98,7 +126,7 @@ def study(tmp_path_factory):
 
     en = build_report(out=tmp / "report" / "en" / "report.pdf", lang="en", html=True, tracking_uri=uri)
     return {"tmp": tmp, "final": final, "trial": trial, "gan": gan_run, "client": client, "uri": uri,
-            "analysed": analysed,
+            "analysed": analysed, "augmentation": augmentation, "en_data": en["data"],
             "fr_pdf": tmp / "report" / "compte-rendu.pdf", "fr_html": tmp / "report" / "compte-rendu.html",
             "en_pdf": en["pdf"], "en_html": en["html"], "seconds": seconds, "stdout": fr.stdout}
 
@@ -196,14 +224,15 @@ def test_title_page_renders_to_png_with_the_red_warning(study, tmp_path):
 
 
 def test_analysis_sections_found_when_analysed(study):
-    """When the analyses ran, every item of agestudy/report/analysis_map.py must be found in MLflow."""
+    """When the analyses ran, every item of the sections' SOURCES (agestudy/report/sections/) is found in MLflow."""
     if not study["analysed"]:
         pytest.skip("agestudy.analyze is absent or failed: the analysis sections show 'not available' boxes")
     from agestudy.report import build_report
 
     data = build_report(out=study["tmp"] / "report" / "check" / "x.pdf", tracking_uri=study["uri"])["data"]
-    missing = {k: s.missing for k, s in data.analyses.items() if s.missing}
-    assert not missing, f"analysis_map.py names items the analysis run does not have: {missing}"
+    missing = {k: view.missing for k, view in data.sections.items() if view.missing}
+    assert not missing, f"the sections' SOURCES name items the analysis run does not have: {missing}"
+    assert data.unavailable() == []
     assert "Pas encore disponible" not in study["fr_html"].read_text()
 
 
@@ -245,7 +274,7 @@ def test_section_eleven_without_a_run_says_what_to_run():
     env.filters.update(make_filters("en"))
     command = "python -m agestudy.cyclegan --data ROOT --judge abc"
     page = env.get_template("sections/q11_cyclegan.html.j2").render(
-        r={"q11": {"run": None, "command": command}, "analysis_command": ""}, lang="en")
+        r={"sections": {"q11": {"run": None, "command": command}}, "analysis_command": ""}, lang="en")
     assert "Not measured yet" in page and command in page and "Cycle consistency" in page
 
 
@@ -266,7 +295,7 @@ def test_no_runs_exits_2_with_what_to_run(tmp_path):
 
 
 def test_wilson_interval_and_effects():
-    from agestudy.report.stats import ablation_groups, hyperparameter_effects, wilson_interval
+    from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, wilson_interval
 
     lo, hi = wilson_interval(0.8, 100)
     assert lo == pytest.approx(0.7112, abs=1e-4) and hi == pytest.approx(0.8666, abs=1e-4)
@@ -279,3 +308,117 @@ def test_wilson_interval_and_effects():
     assert effects["flip"].kind == "categorical" and effects["flip"].best is False
     groups = ablation_groups(rows, "flip")
     assert [g["value"] for g in groups] == [True, False] and sum(g["n"] for g in groups) == 8
+
+
+# ----------------------------------------------------------------------------- one question, one place each
+
+QUESTION_KEYS = [f"q{n:02d}" for n in range(1, 13)]
+# question 11's CycleGAN run is its own analysis (python -m agestudy.cyclegan trains the generators and has
+# agestudy/analyses/q11_cyclegan.py judge them in that run): the report reads it, analyze does not run it
+ANSWERED_BY_THEIR_OWN_RUN = {"q11"}
+
+
+@pytest.mark.parametrize("key", QUESTION_KEYS)
+def test_question_is_whole(key):
+    """Each question has its template, its section builder and (all but 11) its registered analysis."""
+    from agestudy.analyses import QUESTIONS
+    from agestudy.report.render import TEMPLATES_DIR
+    from agestudy.report.sections import SECTIONS
+
+    names = [name for name in SECTIONS if name.startswith(f"{key}_")]
+    assert len(names) == 1, f"{key} is not listed once in agestudy/report/sections/__init__.py SECTIONS"
+    name = names[0]
+    assert (TEMPLATES_DIR / "sections" / f"{name}.html.j2").is_file(), f"no template sections/{name}.html.j2"
+    module = importlib.import_module(f"agestudy.report.sections.{name}")
+    assert callable(getattr(module, "build", None)), f"agestudy/report/sections/{name}.py has no build(ctx)"
+    question = f"q{int(key[1:])}"  # the analyses' key: q7
+    if key in ANSWERED_BY_THEIR_OWN_RUN:
+        assert question not in QUESTIONS
+        return
+    assert question in QUESTIONS, f"no analysis registered for {question} in agestudy.analyses.QUESTIONS"
+    analysis = QUESTIONS[question][0]
+    assert analysis == f"{question}_{name.split('_', 1)[1]}", (analysis, name)  # q7_random_crop <-> q07_random_crop
+    assert importlib.util.find_spec(f"agestudy.analyses.{analysis}") is not None, analysis
+
+
+def test_the_report_package_imports_nothing_that_computes():
+    """The report reads what runs logged: no statistics, no plotting, no model code, no analysis module."""
+    package = REPO / "agestudy" / "report"
+    forbidden = ("agestudy.analyses", "agestudy.plots", "agestudy.metrics", "agestudy.models", "agestudy.engine",
+                 "agestudy.report.stats", "matplotlib", "numpy", "scipy", "torch", "sklearn")
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if any(name == f or name.startswith(f"{f}.") for f in forbidden):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+    assert not found, "the report must not compute (move it into an analysis):\n" + "\n".join(found)
+    assert not (package / "stats.py").exists() and not (package / "collect.py").exists()
+
+
+def test_every_figure_is_an_artifact_of_the_run_its_caption_names(study, tmp_path):
+    client = study["client"]
+    for html_path in (study["fr_html"], study["en_html"]):
+        page = html_path.read_text()
+        figures = re.findall(r'<figure[^>]*>\s*<img src="([^"]+)"[^>]*>\s*<figcaption>(.*?)</figcaption>', page, re.S)
+        assert len(figures) == len(re.findall(r"<img ", page)) >= 6
+        for src, caption in figures:
+            match = re.fullmatch(r"assets/([0-9a-f]{32})/(.+)", htmllib.unescape(src))
+            assert match, src
+            run_id, artifact = match.groups()
+            assert run_id in caption and artifact in caption, (src, caption)
+            logged = Path(client.download_artifacts(run_id, artifact, str(tmp_path / run_id)))
+            assert logged.read_bytes() == (html_path.parent / match.group(0)).read_bytes(), src
+
+
+def _section(text: str, heading: str, next_heading: str) -> str:
+    return text[text.rindex(heading):text.rindex(next_heading)]
+
+
+def test_numbers_are_the_ones_runs_logged(study, tmp_path):
+    """The sections print the numbers computed from the runs as the report computed them before the analyses did."""
+    if not study["analysed"]:
+        pytest.skip("agestudy.analyze failed: the analysis sections show 'not available' boxes")
+    from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, wilson_interval
+
+    client, final = study["client"], study["final"]
+    text = squash(pdf_text(study["fr_pdf"]))
+    data = study["en_data"]
+
+    # question 4: the Wilson interval of test_accuracy on data.test_0 + data.test_1 images
+    n_test = int(final.data.params["data.test_0"]) + int(final.data.params["data.test_1"])
+    low, high = wilson_interval(final.data.metrics["test_accuracy"], n_test)
+    section = _section(text, "4. Exactitude finale sur test", "5. Au-delà de l'exactitude")
+    interval = f"[{100 * low:.2f} % ; {100 * high:.2f} %]".replace(".", ",")
+    assert interval in section, (interval, section[:600])
+    assert data.sections["q04"].correct == round(final.data.metrics["test_accuracy"] * n_test)
+
+    # question 6: the effects of the quick study's trials (there is no hyperparams study here)
+    study_id = final.data.tags["mlflow.parentRunId"]
+    rows = list(csv.DictReader(io.StringIO(Path(client.download_artifacts(
+        study_id, "study/trials.csv", str(tmp_path / "q6"))).read_text())))
+    q6 = data.sections["q06"]
+    assert q6.source == "own" and q6.study.id == study_id
+    importances = dict(q6.importances)
+    expected = hyperparameter_effects(rows, importances)
+    assert [e["name"] for e in q6.effects] == [e.name for e in expected]
+    for shown, effect in zip(q6.effects, expected):
+        assert (shown["diff"], shown["rho"], shown["direction"]) == pytest.approx((effect.diff, effect.rho,
+                                                                                  effect.direction))
+
+    # question 7: the augmentation study's objective by value, printed per group
+    rows = list(csv.DictReader(io.StringIO(AUGMENTATION_TRIALS)))
+    section = _section(text, "7. RandomCrop", "8. Prédiction multi-crop")
+    assert study["augmentation"] in section
+    for name in ("random_crop", "padding", "flip"):
+        for group in ablation_groups(rows, name):
+            assert f"{100 * group['mean']:.1f} %".replace(".", ",") in section, (name, group)
+    assert data.sections["q07"].groups["random_crop"] == [
+        {**g, "std": pytest.approx(g["std"])} for g in ablation_groups(rows, "random_crop")]
+    assert "Avec RandomCrop : 72,0 % (2 essais) ; sans : 62,5 % (2 essais)" in section

@@ -7,12 +7,20 @@ One module per question, each with ``run(ctx) -> dict`` of headline numbers:
 
     q1  q1_structure            layer table, parameter formulas and counts
     q2  q2_chance               freshly initialised networks against chance
+    q3  q3_learning_curves      the learning curves, drawn from the logged metric histories
+    q4  q4_accuracy             test accuracy's Wilson interval; when validation first passed 75 %
     q5  q5_beyond_accuracy      margins, ROC/AUC interval, per-class scores, calibration
+    q6  q6_hyperparameters      each hyperparameter's effect across a study's trials
     q7  q7_random_crop          what RandomCrop does, and what it buys (augmentation study)
     q8  q8_multicrop            test-time multi-crop averaging against the centre crop
     q9  q9_extremes             most wrong and most right test images, with Grad-CAM
     q10 q10_external            photos from outside the data set: detect, frame, predict
     q12 q12_input_optimisation  gradient ascent on the input image
+
+Question 11 has no entry: ``python -m agestudy.cyclegan`` trains its generators and judges them
+(``q11_cyclegan``) in one run of its own, which the report reads. q3, q4 and q6 only read
+what other runs logged (metric histories, a study's trials.csv), so every number the report
+prints is one an analysis or a run logged: the report computes nothing.
 
 Everything goes to one child run of the analysed run (tags ``agestudy.role=analysis`` and
 ``mlflow.parentRunId``); the analysed run gets the tag ``agestudy.analysis_run`` pointing to
@@ -55,6 +63,7 @@ from agestudy.runs import (
     SYNTHETIC_WARNING,
     WARNING_TAG,
     WEIGHTS_FILE,
+    has_artifact,
     question_error_tag,
     redact_uri,
 )
@@ -63,7 +72,10 @@ from agestudy.runs import (
 QUESTIONS = {
     "q1": ("q1_structure", "network structure and parameter count"),
     "q2": ("q2_chance", "an untrained network is at chance"),
+    "q3": ("q3_learning_curves", "learning curves from the logged metric histories"),
+    "q4": ("q4_accuracy", "test accuracy's interval and when validation first passed 75 %"),
     "q5": ("q5_beyond_accuracy", "beyond accuracy: margins, ROC, per-class scores, calibration"),
+    "q6": ("q6_hyperparameters", "the hyperparameters that matter: effects across a study's trials"),
     "q7": ("q7_random_crop", "RandomCrop: what it does and what it buys"),
     "q8": ("q8_multicrop", "multi-crop prediction against the centre crop"),
     "q9": ("q9_extremes", "most wrong and most right test images, with saliency"),
@@ -181,6 +193,21 @@ class AnalysisContext:
     def train_set(self) -> ImageSet:
         """The training images the run actually fitted (train/ minus its validation split)."""
         return self.cfg.split(self.data.train)[0]
+
+    # --- what other runs logged (q3, q4, q6, q7 read them; nothing is retrained)
+    def analysed_run(self):
+        """The analysed run as MLflow holds it: params, metrics, tags."""
+        if "analysed_run" not in self._cache:
+            self._cache["analysed_run"] = self.client.get_run(self.run_id)
+        return self._cache["analysed_run"]
+
+    def read_artifact(self, run_id: str, path: str) -> str | None:
+        """The text of a run's artifact (a study's trials.csv), or None when the run has no such file."""
+        if not has_artifact(self.client, run_id, path):
+            return None
+        folder = self.out_dir / "_downloads" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(folder))).read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- running them

@@ -11,10 +11,16 @@ test/ and on the images the trial trained on (centre crop, at most MAX_TRAIN_EVA
 whose difference is the train/test gap. Validation accuracy is the trial's own (last
 evaluation). Without such trials nothing is trained here: the table says the ablation was
 not run and gives the command.
+
+The ablation table: the latest ``augmentation`` study run's ``study/trials.csv``, its
+objective grouped by the values of random_crop, padding and flip (``q7/ablation.json``), as
+the study itself measured them (validation objective, nothing reloaded).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,13 +31,24 @@ from scipy import stats
 
 from agestudy import device as devices
 from agestudy.analyses import ANALYSIS_VIEW
+from agestudy.analyses.stats import ablation_groups
 from agestudy.data import AugmentConfig
 from agestudy.data.augment import save_augmentation_grid
 from agestudy.plots import plt
 from agestudy.predict import predict_proba
-from agestudy.runs import DATA_FINGERPRINT_TAG, MODEL_DIR, ROLE_TRIAL, TRIAL_TAG, find_runs
+from agestudy.runs import (
+    DATA_FINGERPRINT_TAG,
+    MODEL_DIR,
+    OBJECTIVE_TAG,
+    ROLE_TRIAL,
+    STUDY_TRIALS,
+    TRIAL_TAG,
+    find_runs,
+    latest_study_run,
+)
 
 STUDY = "augmentation"
+ABLATED = ("random_crop", "padding", "flip")  # the study's searched options, one table block each
 MAX_TRAIN_EVAL = 2000  # training images measured per trial: enough for the gap, cheap on CACD's 36k
 GRID_IMAGES = 3  # per class
 GRID_VERSIONS = 6
@@ -78,6 +95,20 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
     return row
 
 
+def ablation(ctx) -> dict:
+    """The augmentation study's objective per value of each ablated option (its trials.csv, COMPLETE trials)."""
+    analysed = ctx.analysed_run()
+    study = latest_study_run(ctx.client, analysed.info.experiment_id, STUDY)
+    if study is None:
+        return {"study_run_id": None, "groups": {}}
+    rows = list(csv.DictReader(io.StringIO(ctx.read_artifact(study.info.run_id, STUDY_TRIALS) or "")))
+    groups = {name: ablation_groups(rows, name) for name in ABLATED}
+    return {"study_run_id": study.info.run_id,
+            "objective": study.data.tags.get(OBJECTIVE_TAG, "val_acc"),
+            "same_data": study.data.tags.get(DATA_FINGERPRINT_TAG) == analysed.data.params.get("data.fingerprint"),
+            "groups": {name: found for name, found in groups.items() if found}}
+
+
 def _group(rows: list[dict], key: str) -> dict:
     values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=float)
     if not len(values):
@@ -101,6 +132,7 @@ def run(ctx) -> dict:
                                  f"{'on' if cfg.random_crop else 'OFF'}, flip={cfg.flip}, jitter={cfg.jitter}")
     ctx.log_figure(ctx.path("random_crop_grid.png"))
     ctx.log_figure(ctx.path("training_augmentation_grid.png"))
+    ctx.log_table("ablation", ablation(ctx))
 
     trials = find_trials(ctx)
     command = f"python -m agestudy.tune --study {STUDY} --data {ctx.data.root}"

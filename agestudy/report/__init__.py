@@ -1,183 +1,142 @@
-"""The compte-rendu: the lab's twelve answers as a PDF, read from MLflow (never retrained).
+"""The compte-rendu: the lab's twelve answers as a PDF, read from MLflow (never retrained, never recomputed).
 
     python -m agestudy.report                          # the latest study's final run -> report/compte-rendu.pdf
     python -m agestudy.report --lang en --html         # English, and the HTML beside the PDF
     python -m agestudy.report --run RUN_ID --out x.pdf
 
-Flow: ``collect`` (agestudy/report/collect.py) reads the runs, their metrics, metric
-histories and artifacts into a plain ``ReportData`` and downloads the figures under
-``<output folder>/assets/<run id>/``; ``render_html`` fills the Jinja2 templates of
-``report_templates/`` (autoescaped: strings from data are HTML-escaped); WeasyPrint turns
-the HTML into the PDF. The text is written once per language in the templates; every
-number and figure comes from a run, which its caption or source line names.
-
-The analysis sections (questions 1, 2, 5, 7, 8, 9, 10, 12) find the analyses' results
-through ``agestudy/report/analysis_map.py``. Question 11 shows the CycleGAN run of
-``python -m agestudy.cyclegan`` (``collect.cyclegan_section``).
+Flow (``build_report``): ``store.py`` finds the runs (the analysed run, its study, its best
+trial, its analysis run) and downloads what is shown under ``<output folder>/assets/<run
+id>/``; each ``sections/qNN_<name>.py`` builds one question's view model from them
+(``r.sections.qNN`` in its template); ``render.py`` fills the Jinja2 templates of
+``report_templates/`` and WeasyPrint turns the HTML into the PDF. Every number and figure is
+one a run logged (the training run, its study, ``python -m agestudy.analyze`` for questions
+1-10 and 12, ``python -m agestudy.cyclegan`` for question 11), which its caption or source
+line names: the report computes nothing.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 from agestudy.errors import UserError
-from agestudy.resources import resource_dir
-from agestudy.runs import open_store
+from agestudy.report.render import LANGS, TEMPLATES_DIR, french_spacing, make_filters, render_html, write_pdf
+from agestudy.report.sections import Context, View, build_sections
+from agestudy.report.store import (
+    RunInfo,
+    Store,
+    find_analysis_run,
+    find_best_trial,
+    find_study_run,
+    find_target_run,
+)
+from agestudy.runs import (
+    DATA_FINGERPRINT_TAG,
+    DEVICE_TAG,
+    GIT_COMMIT_TAG,
+    PRECISION_TAG,
+    SYNTHETIC_TAG,
+    open_store,
+    redact_uri,
+)
 
-TEMPLATES_DIR = resource_dir("report_templates")  # report_templates/ of the source tree, or the installed copy
-LANGS = ("fr", "en")
+__all__ = ["DEFAULT_OUT", "LANGS", "TEMPLATES_DIR", "ReportData", "build_report", "french_spacing", "make_filters",
+           "read_report", "render_html", "write_pdf"]
+
 DEFAULT_OUT = {"fr": Path("report") / "compte-rendu.pdf", "en": Path("report") / "report-en.pdf"}
 NO_STORE_HINT = ("run `python -m agestudy.tune` first "
                  "(or point --tracking-uri / MLFLOW_TRACKING_URI at your runs)")
 
-NBSP = "\u00a0"
-# the section templates, in the order of the lab's questions
-SECTIONS = ("q01_structure", "q02_chance", "q03_learning_curves", "q04_accuracy", "q05_beyond_accuracy",
-            "q06_hyperparameters", "q07_random_crop", "q08_multicrop", "q09_extremes", "q10_external",
-            "q11_cyclegan", "q12_input_optimisation")
+
+@dataclass
+class ReportData:
+    """Everything the templates read: the title page's facts and, per question, ``sections["qNN"]``."""
+
+    lang: str
+    generated: str
+    experiment: str
+    tracking_uri: str
+    run: RunInfo
+    study: RunInfo | None
+    best_trial: RunInfo | None
+    analysis_run_id: str | None
+    analysis_command: str
+    data: dict
+    synthetic: bool
+    provenance: dict
+    sections: dict[str, View]  # "q01" ... "q12"
+
+    def unavailable(self) -> list[str]:
+        """The analysis questions ("q1", ...) whose results the report could not find."""
+        return [view.key for view in self.sections.values() if view.key and not view.available]
 
 
-# ----------------------------------------------------------------------------- number formatting
-
-def _missing(x) -> bool:
-    if x is None:
-        return True
+def _int_param(params: dict, key: str) -> int | None:
     try:
-        return not math.isfinite(float(x))
-    except Exception:  # noqa: BLE001 - strings, jinja2 Undefined: nothing to print
-        return True
+        return int(float(params[key]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
-def make_filters(lang: str) -> dict:
-    """Jinja filters that print numbers the way each language writes them (``None`` -> an em dash)."""
-    comma = lang == "fr"
-
-    def dec(text: str) -> str:
-        return text.replace(".", ",") if comma else text
-
-    def num(x, digits: int = 3) -> str:
-        if _missing(x):
-            return "—"
-        return dec(f"{float(x):.{digits}f}")
-
-    def pct(x, digits: int = 1, signed: bool = False) -> str:
-        if _missing(x):
-            return "—"
-        sign = "+" if signed and float(x) > 0 else ""
-        return dec(f"{sign}{100 * float(x):.{digits}f}") + NBSP + "%"
-
-    def pts(x, digits: int = 1) -> str:
-        """A difference of two proportions, in percentage points."""
-        if _missing(x):
-            return "—"
-        return dec(f"{100 * float(x):+.{digits}f}") + NBSP + "pt"
-
-    def integer(x) -> str:
-        if _missing(x):
-            return "—"
-        text = f"{int(round(float(x))):,}"
-        return text.replace(",", NBSP) if comma else text
-
-    def sig(x, digits: int = 3) -> str:
-        """Significant digits, scientific notation for very small or large values (learning rates)."""
-        if _missing(x):
-            return "—"
-        x = float(x)
-        if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e5):
-            mantissa, exponent = f"{x:.{max(1, digits - 1)}e}".split("e")
-            return dec(mantissa) + "·10" + "".join("⁻⁰¹²³⁴⁵⁶⁷⁸⁹"["-0123456789".index(c)] for c in str(int(exponent)))
-        return dec(f"{x:.{digits}g}")
-
-    def pvalue(p) -> str:
-        if _missing(p):
-            return "—"
-        p = float(p)
-        if p < 0.001:
-            return "< " + dec("0.001")
-        return dec(f"{p:.3f}")
-
-    def seconds(x) -> str:
-        if _missing(x):
-            return "—"
-        x = float(x)
-        if x < 120:
-            return dec(f"{x:.1f}") + NBSP + "s"
-        minutes = x / 60
-        if minutes < 120:
-            return dec(f"{minutes:.1f}") + NBSP + "min"
-        return dec(f"{minutes / 60:.1f}") + NBSP + "h"
-
-    def value(x) -> str:
-        """A hyperparameter value as the study recorded it."""
-        if isinstance(x, bool):
-            return ("oui" if x else "non") if comma else ("yes" if x else "no")
-        if isinstance(x, float):
-            return sig(x, 3)
-        return str(x)
-
-    return {"num": num, "pct": pct, "pts": pts, "integer": integer, "sig": sig, "pvalue": pvalue,
-            "seconds": seconds, "value": value}
+def data_facts(run: RunInfo) -> dict:
+    """The title page's data set: where, which fingerprint, images per split and class (the run's data.* params)."""
+    p = run.params
+    counts = {k: _int_param(p, f"data.{k}") for k in ("train_0", "train_1", "test_0", "test_1")}
+    return {
+        "root": p.get("data.root", ""),
+        "fingerprint": p.get("data.fingerprint") or run.tags.get(DATA_FINGERPRINT_TAG, ""),
+        "counts": counts,
+        "n_train": (counts["train_0"] or 0) + (counts["train_1"] or 0),
+        "n_test": (counts["test_0"] or 0) + (counts["test_1"] or 0),
+        "n_train_used": _int_param(p, "data.n_train_used"),
+        "n_val": _int_param(p, "data.n_val"),
+        "skipped": _int_param(p, "data.skipped"),
+        "converted": _int_param(p, "data.converted"),
+    }
 
 
-# ----------------------------------------------------------------------------- rendering
-
-def render_html(data, lang: str) -> str:
-    import jinja2
-    import markupsafe
-
-    if not (TEMPLATES_DIR / "base.html.j2").is_file():
-        raise UserError(f"report templates not found in {TEMPLATES_DIR}: reinstall agestudy "
-                        "(pip install . or pip install -e .)")
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
-    env.filters.update(make_filters(lang))
-    sections = []
-    for n, name in enumerate(SECTIONS, start=1):
-        try:
-            sections.append(markupsafe.Markup(env.get_template(f"sections/{name}.html.j2").render(r=data, lang=lang)))
-        except Exception as err:  # noqa: BLE001 - an odd value in one run must not cost the whole report
-            sections.append(markupsafe.Markup(env.get_template("section_error.html.j2").render(
-                r=data, lang=lang, n=n, error=f"{type(err).__name__}: {err}")))
-    html = env.get_template("base.html.j2").render(r=data, lang=lang, sections=sections)
-    return french_spacing(html) if lang == "fr" else html
+def provenance_facts(run: RunInfo) -> dict:
+    """The title page's where and with what: git commit, device, precision, library versions, model."""
+    tags = run.tags
+    return {
+        "git_commit": tags.get(GIT_COMMIT_TAG, ""),
+        "device": tags.get(DEVICE_TAG, ""),
+        "precision": tags.get(PRECISION_TAG, ""),
+        "versions": {k.removeprefix("version."): v for k, v in sorted(tags.items()) if k.startswith("version.")},
+        "model": run.params.get("model", ""),
+    }
 
 
-_TAG = re.compile(r"(<[^>]*>)")
-_BEFORE = re.compile(r" ([:;?!»])")
-
-
-def french_spacing(html: str) -> str:
-    """French typography: a no-break space before : ; ? ! » and after «, so they never start or end a line.
-
-    Only in text between tags, never inside <style>, <code> or tag attributes.
-    """
-    out, skip = [], 0
-    for part in _TAG.split(html):
-        if part.startswith("<"):
-            name = part[1:].split(None, 1)[0].rstrip(">").lower() if len(part) > 2 else ""
-            if name in ("style", "code", "script"):
-                skip += 1
-            elif name in ("/style", "/code", "/script"):
-                skip = max(0, skip - 1)
-            out.append(part)
-        elif skip:
-            out.append(part)
-        else:
-            out.append(_BEFORE.sub(NBSP + r"\1", part).replace("« ", "«" + NBSP))
-    return "".join(out)
-
-
-def write_pdf(html: str, out: Path, base_url: Path) -> None:
-    import logging
-
-    import weasyprint
-
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    weasyprint.HTML(string=html, base_url=str(base_url)).write_pdf(str(out))
+def read_report(client, experiment: str, out_dir: Path, assets: Path, lang: str, study: str | None = None,
+                run_id: str | None = None, tracking_uri: str = "") -> ReportData:
+    """Find the runs, then build the title page's facts and every section's view model."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and not run_id:
+        raise UserError(f"no final run found in experiment '{experiment}': run `python -m agestudy.tune` first "
+                        "(the experiment does not exist in this MLflow store)")
+    store = Store(client, assets, out_dir)
+    run = find_target_run(store, exp.experiment_id if exp else "", experiment, study, run_id)
+    if exp is None or exp.experiment_id != run.experiment_id:
+        found = client.get_experiment(run.experiment_id)
+        experiment = found.name if found else experiment
+    ctx = Context(store=store, run=run, study=find_study_run(store, run), best_trial=find_best_trial(store, run),
+                  analysis=find_analysis_run(store, run), data=data_facts(run), lang=lang)
+    return ReportData(
+        lang=lang,
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        experiment=experiment,
+        tracking_uri=redact_uri(tracking_uri),
+        run=run,
+        study=ctx.study,
+        best_trial=ctx.best_trial,
+        analysis_run_id=ctx.analysis.id if ctx.analysis else None,
+        analysis_command=f"python -m agestudy.analyze --run {run.id}",
+        data=ctx.data,
+        synthetic=run.tags.get(SYNTHETIC_TAG) == "true",
+        provenance=provenance_facts(run),
+        sections=build_sections(ctx),
+    )
 
 
 def build_report(out: Path | str | None = None, lang: str = "fr", experiment: str = "agestudy",
@@ -192,10 +151,8 @@ def build_report(out: Path | str | None = None, lang: str = "fr", experiment: st
     # a report only reads: a missing store is an error, never a new empty one
     client, uri = open_store(tracking_uri, missing_hint=NO_STORE_HINT)
     out = out.resolve()
-    from agestudy.report.collect import collect
-
-    data = collect(client, experiment, out.parent, out.parent / "assets", lang, study=study, run_id=run_id,
-                   tracking_uri=uri)
+    data = read_report(client, experiment, out.parent, out.parent / "assets", lang, study=study, run_id=run_id,
+                       tracking_uri=uri)
     text = render_html(data, lang)
     out.parent.mkdir(parents=True, exist_ok=True)
     html_path = None

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render the lab's twelve answers into a PDF from MLflow runs (metrics, histories, artifacts); "
                     "nothing is retrained. With no argument: the latest study's final run (tag "
                     "agestudy.role=final). Run `python -m agestudy.analyze --run RUN_ID` first for the analysis "
-                    "sections (questions 1, 2, 5, 7, 8, 9, 10, 12).",
+                    "results (every question but 11, which reads `python -m agestudy.cyclegan`'s run).",
     )
     parser.add_argument("--experiment", default="agestudy", help="MLflow experiment (default: agestudy)")
     parser.add_argument("--study", help="take the latest final run of this study (e.g. default, quick)")
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     data = result["data"]
     print(f"report on run {result['run_id']} written to {result['pdf']}"
           + (f" and {result['html']}" if result["html"] else "") + f" in {time.perf_counter() - start:.1f} s")
-    missing = [k for k, s in data.analyses.items() if not s.available]
+    missing = data.unavailable()
     if missing:
         print(f"not available yet: {', '.join(missing)}: run `{data.analysis_command}`", file=sys.stderr)
     if data.synthetic:

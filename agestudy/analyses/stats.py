@@ -1,9 +1,11 @@
-"""Small statistics the report derives at render time from what runs logged (no training, no data).
+"""Small statistics of what runs logged, for the analyses of questions 4, 6 and 7 (no training, no data).
 
-- ``wilson_interval``: the 95 % interval of an accuracy measured on ``n`` test images;
+- ``wilson_interval``: the 95 % interval of an accuracy measured on ``n`` test images (q4);
 - ``hyperparameter_effects``: for each searched hyperparameter of a study, how the objective
-  moves with it across the study's completed trials (direction and size), for question 6;
-- ``ablation_groups``: the objective grouped by the values of one parameter (question 7).
+  moves with it across the study's completed trials (direction and size) (q6);
+- ``ablation_groups``: the objective grouped by the values of one parameter (q7).
+
+The report never imports this module: it prints what these analyses logged.
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""Q4: the final test accuracy's 95 % interval, and when accuracy first passed 75 %.
+
+Nothing is measured again: the accuracy is the analysed run's ``test_accuracy`` metric and
+the number of test images its params ``data.test_0`` + ``data.test_1``; the interval is
+Wilson's. When validation accuracy first passed 75 % comes from the run itself when it held
+out a validation split, else from its study's best trial (the same configuration trained on
+part of train/: a final run trains on all of it). The training accuracy's first pass comes
+from the run's own ``train_acc`` history. Everything goes to ``q4/accuracy.json``.
+"""
+
+from __future__ import annotations
+
+from agestudy.analyses.stats import wilson_interval
+from agestudy.runs import best_trial_run, logged_number
+
+TARGET = 0.75
+
+
+def _int_param(params: dict, key: str) -> int | None:
+    try:
+        return int(float(params[key]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _has_val(run) -> bool:
+    return _int_param(run.data.params, "data.n_val") not in (None, 0) or "best_val_acc" in run.data.metrics
+
+
+def first_pass(run, is_own: bool) -> dict:
+    """When validation accuracy first reached 75 % in ``run`` (the metrics training logged), with its context."""
+    params, metrics = run.data.params, run.data.metrics
+    step = logged_number(metrics.get("first_val_acc75_step"))
+    val_fraction = logged_number(params.get("val_fraction"))
+    return {"run_id": run.info.run_id, "is_own": is_own, "reached": step is not None, "step": step,
+            "seconds": logged_number(metrics.get("first_val_acc75_seconds")),
+            "best_val_acc": logged_number(metrics.get("best_val_acc")),
+            "iterations": logged_number(metrics.get("iterations")),
+            "train_seconds": logged_number(metrics.get("train_seconds")),
+            "val_fraction": val_fraction,
+            "train_fraction": 1 - val_fraction if val_fraction is not None else None,
+            "evals_per_epoch": params.get("evals_per_epoch", "?")}
+
+
+def run(ctx) -> dict:
+    analysed = ctx.analysed_run()
+    params = analysed.data.params
+    accuracy = logged_number(analysed.data.metrics.get("test_accuracy"))
+    counts = [_int_param(params, f"data.test_{c}") for c in (0, 1)]
+    n_test = sum(c or 0 for c in counts)
+    out = {"accuracy": accuracy, "n_test": n_test, "ci_low": None, "ci_high": None, "correct": None}
+    if accuracy is not None and n_test:
+        out["ci_low"], out["ci_high"] = wilson_interval(accuracy, n_test)
+        out["correct"] = round(accuracy * n_test)
+
+    # validation's first pass: the run itself if it had a validation split, else its best trial
+    trial = best_trial_run(ctx.client, analysed)
+    out["first75"] = None
+    if _has_val(analysed):
+        out["first75"] = first_pass(analysed, is_own=True)
+    elif trial is not None and trial.info.run_id != ctx.run_id and _has_val(trial):
+        out["first75"] = first_pass(trial, is_own=False)
+
+    # training accuracy (a running mean over log_every iterations of augmented batches)
+    train = sorted((int(m.step), float(m.value)) for m in ctx.client.get_metric_history(ctx.run_id, "train_acc"))
+    out["train75_step"] = next((step for step, value in train if value >= TARGET), None)
+    out["train_acc_points"] = len(train)
+    ctx.log_table("accuracy", out)
+
+    first = out["first75"] or {}
+    headline = {"ci_low": out["ci_low"], "ci_high": out["ci_high"], "correct": out["correct"],
+                "n_test": n_test, "first_val_acc75_step": first.get("step"),
+                "train_acc75_step": out["train75_step"]}
+    ctx.log_metrics(headline)  # None values are left out
+    return {k: v for k, v in headline.items() if v is not None}
