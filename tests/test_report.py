@@ -236,13 +236,9 @@ def test_section_eleven_shows_the_judged_cyclegan(study, tmp_path):
 
 
 def test_section_eleven_without_a_run_says_what_to_run():
-    import jinja2
+    from agestudy.report import make_env
 
-    from agestudy.report import TEMPLATES_DIR, make_filters
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined)
-    env.filters.update(make_filters("en"))
+    env = make_env("en")
     command = "python -m agestudy.cyclegan --data ROOT --judge abc"
     page = env.get_template("sections/q11_cyclegan.html.j2").render(
         r={"q11": {"run": None, "command": command}, "analysis_command": ""}, lang="en")

@@ -8,8 +8,10 @@ Flow: ``collect`` (agestudy/report/collect.py) reads the runs, their metrics, me
 histories and artifacts into a plain ``ReportData`` and downloads the figures under
 ``<output folder>/assets/<run id>/``; ``render_html`` fills the Jinja2 templates of
 ``report_templates/`` (autoescaped: strings from data are HTML-escaped); WeasyPrint turns
-the HTML into the PDF. The text is written once per language in the templates; every
-number and figure comes from a run, which its caption or source line names.
+the HTML into the PDF. The templates hold the structure and the English text (gettext
+messages, Jinja2's i18n extension); the French text is the catalogue
+``report_templates/locale/fr/LC_MESSAGES/messages.po``. Every number and figure comes from a
+run, which its caption or source line names.
 
 The analysis sections (questions 1, 2, 5, 7, 8, 9, 10, 12) find the analyses' results
 through ``agestudy/report/analysis_map.py``. Question 11 shows the CycleGAN run of
@@ -18,6 +20,9 @@ through ``agestudy/report/analysis_map.py``. Question 11 shows the CycleGAN run 
 
 from __future__ import annotations
 
+import functools
+import gettext
+import io
 import math
 import re
 from pathlib import Path
@@ -28,6 +33,7 @@ from agestudy.runs import open_store
 
 TEMPLATES_DIR = resource_dir("report_templates")  # report_templates/ of the source tree, or the installed copy
 LANGS = ("fr", "en")
+SOURCE_LANG = "en"  # the templates' own text (the msgids); the other languages are catalogues
 DEFAULT_OUT = {"fr": Path("report") / "compte-rendu.pdf", "en": Path("report") / "report-en.pdf"}
 NO_STORE_HINT = ("run `python -m agestudy.tune` first "
                  "(or point --tracking-uri / MLFLOW_TRACKING_URI at your runs)")
@@ -123,17 +129,55 @@ def make_filters(lang: str) -> dict:
 
 # ----------------------------------------------------------------------------- rendering
 
-def render_html(data, lang: str) -> str:
+def catalogue_path(lang: str) -> Path:
+    return TEMPLATES_DIR / "locale" / lang / "LC_MESSAGES" / "messages.po"
+
+
+@functools.cache
+def translations(lang: str) -> gettext.NullTranslations:
+    """The report's text in ``lang``: the templates' own for English, else its .po catalogue.
+
+    The .po is compiled in memory at each first use, so no .mo (a build product) is kept in the
+    tree. Fuzzy and empty entries are left out, i.e. would print the English: tests/test_i18n.py
+    keeps the catalogue complete.
+    """
+    if lang == SOURCE_LANG:
+        return gettext.NullTranslations()
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with catalogue_path(lang).open("rb") as f:
+        catalogue = read_po(f, locale=lang)
+    mo = io.BytesIO()
+    write_mo(mo, catalogue)
+    mo.seek(0)
+    return gettext.GNUTranslations(mo)
+
+
+def make_env(lang: str):
+    """The templates' Jinja2 environment in ``lang``: autoescaped, its numbers and its text in that language.
+
+    newstyle gettext: ``_("... %(n)s", n=x)`` formats itself, and under autoescape the message
+    (which may hold tags such as <strong>) counts as markup while only its arguments are escaped.
+    """
     import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, lstrip_blocks=True,
+                             extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(lang), newstyle=True)
+    env.filters.update(make_filters(lang))
+    return env
+
+
+def render_html(data, lang: str) -> str:
     import markupsafe
 
     if not (TEMPLATES_DIR / "base.html.j2").is_file():
         raise UserError(f"report templates not found in {TEMPLATES_DIR}: reinstall agestudy "
                         "(pip install . or pip install -e .)")
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
-    env.filters.update(make_filters(lang))
+    env = make_env(lang)
     sections = []
     for n, name in enumerate(SECTIONS, start=1):
         try:
