@@ -137,7 +137,7 @@ def catalogue_path(lang: str) -> Path:
 def translations(lang: str) -> gettext.NullTranslations:
     """The report's text in ``lang``: the templates' own for English, else its .po catalogue.
 
-    The .po is compiled in memory at each first use, so no .mo (a build product) is kept in the
+    The .po is compiled in memory once per process, so no .mo (a build product) is kept in the
     tree. Fuzzy and empty entries are left out, i.e. would print the English: tests/test_i18n.py
     keeps the catalogue complete.
     """
