@@ -195,6 +195,23 @@ def test_english_headings(study):
     assert "WARNING: SYNTHETIC DATA" in text
 
 
+def test_each_language_has_its_own_text(study):
+    """The templates' English and the French catalogue each reach their own report, none of the other's."""
+    pages = {lang: squash(htmllib.unescape(study[f"{lang}_html"].read_text())) for lang in ("fr", "en")}
+    for fr, en in (("Ce que fait RandomCrop.", "What RandomCrop does."),  # q7: a message with arguments
+                   ("les poids sont tirés au hasard", "the weights are random"),  # q2: a {% trans %} block
+                   ("Les limites", "Limits"),  # q11
+                   ("Source : run", "Source: run"),  # macros.html.j2
+                   ("Compte-rendu : classer l'âge", "Report: classifying the age")):  # base.html.j2
+        assert fr in pages["fr"] and en not in pages["fr"], fr
+        assert en in pages["en"] and fr not in pages["en"], en
+    # the Q7 paragraph in full, with the run's numbers in it
+    assert re.search(r"chaque image de 100×100 est bordée de \d+ pixels noirs, puis on en découpe un carré de "
+                     r"(\d+)×\1 à une position tirée au hasard", pages["fr"])
+    assert re.search(r"each 100×100 image gets a border of \d+ black pixels, then a (\d+)×\1 square is cut out",
+                     pages["en"])
+
+
 def test_synthetic_warning_and_title_page(study):
     first = squash(pypdf.PdfReader(str(study["fr_pdf"])).pages[0].extract_text()).replace("\u00a0", " ")
     assert "DONNÉES SYNTHÉTIQUES" in first
@@ -265,13 +282,9 @@ def test_section_eleven_shows_the_judged_cyclegan(study, tmp_path):
 
 
 def test_section_eleven_without_a_run_says_what_to_run():
-    import jinja2
+    from agestudy.report.render import make_env
 
-    from agestudy.report import TEMPLATES_DIR, make_filters
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined)
-    env.filters.update(make_filters("en"))
+    env = make_env("en")
     command = "python -m agestudy.cyclegan --data ROOT --judge abc"
     page = env.get_template("sections/q11_cyclegan.html.j2").render(
         r={"sections": {"q11": {"run": None, "command": command}}, "analysis_command": ""}, lang="en")

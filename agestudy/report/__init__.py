@@ -11,7 +11,9 @@ id>/``; each ``sections/qNN_<name>.py`` builds one question's view model from th
 ``report_templates/`` and WeasyPrint turns the HTML into the PDF. Every number and figure is
 one a run logged (the training run, its study, ``python -m agestudy.analyze`` for questions
 1-10 and 12, ``python -m agestudy.cyclegan`` for question 11), which its caption or source
-line names: the report computes nothing.
+line names: the report computes nothing. The templates hold the structure and the English text
+(gettext messages, Jinja2's i18n extension); the French text is the catalogue
+``report_templates/locale/fr/LC_MESSAGES/messages.po`` (``render.translations``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agestudy.errors import UserError
-from agestudy.report.render import LANGS, TEMPLATES_DIR, french_spacing, make_filters, render_html, write_pdf
+from agestudy.report.render import (
+    LANGS,
+    TEMPLATES_DIR,
+    french_spacing,
+    make_filters,
+    render_html,
+    write_pdf,
+)
 from agestudy.report.sections import Context, View, build_sections
 from agestudy.report.store import (
     RunInfo,

@@ -8,6 +8,9 @@ WeasyPrint turns the HTML into the PDF (``write_pdf``).
 
 from __future__ import annotations
 
+import functools
+import gettext
+import io
 import math
 import re
 from pathlib import Path
@@ -18,6 +21,7 @@ from agestudy.resources import resource_dir
 
 TEMPLATES_DIR = resource_dir("report_templates")  # report_templates/ of the source tree, or the installed copy
 LANGS = ("fr", "en")
+SOURCE_LANG = "en"  # the templates' own text (the msgids); the other languages are catalogues
 NBSP = "\u00a0"
 
 
@@ -105,17 +109,55 @@ def make_filters(lang: str) -> dict:
 
 # ----------------------------------------------------------------------------- rendering
 
-def render_html(data, lang: str) -> str:
+def catalogue_path(lang: str) -> Path:
+    return TEMPLATES_DIR / "locale" / lang / "LC_MESSAGES" / "messages.po"
+
+
+@functools.cache
+def translations(lang: str) -> gettext.NullTranslations:
+    """The report's text in ``lang``: the templates' own for English, else its .po catalogue.
+
+    The .po is compiled in memory once per process, so no .mo (a build product) is kept in the
+    tree. Fuzzy and empty entries are left out, i.e. would print the English: tests/test_i18n.py
+    keeps the catalogue complete.
+    """
+    if lang == SOURCE_LANG:
+        return gettext.NullTranslations()
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with catalogue_path(lang).open("rb") as f:
+        catalogue = read_po(f, locale=lang)
+    mo = io.BytesIO()
+    write_mo(mo, catalogue)
+    mo.seek(0)
+    return gettext.GNUTranslations(mo)
+
+
+def make_env(lang: str):
+    """The templates' Jinja2 environment in ``lang``: autoescaped, its numbers and its text in that language.
+
+    newstyle gettext: ``_("... %(n)s", n=x)`` formats itself, and under autoescape the message
+    (which may hold tags such as <strong>) counts as markup while only its arguments are escaped.
+    """
     import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, lstrip_blocks=True,
+                             extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(lang), newstyle=True)
+    env.filters.update(make_filters(lang))
+    return env
+
+
+def render_html(data, lang: str) -> str:
     import markupsafe
 
     if not (TEMPLATES_DIR / "base.html.j2").is_file():
         raise UserError(f"report templates not found in {TEMPLATES_DIR}: reinstall agestudy "
                         "(pip install . or pip install -e .)")
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
-    env.filters.update(make_filters(lang))
+    env = make_env(lang)
     sections = []
     for n, name in enumerate(SECTIONS, start=1):
         try:
