@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 
+from agestudy import runs
 from agestudy.errors import UserError
 from agestudy.report.sections import SECTIONS
 from agestudy.resources import resource_dir
@@ -116,6 +117,7 @@ def render_html(data, lang: str) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                              undefined=jinja2.ChainableUndefined, lstrip_blocks=True)
     env.filters.update(make_filters(lang))
+    env.globals["runs"] = runs  # the run contract: templates name metrics as runs.TEST_ACCURACY, ...
     sections = []
     for n, name in enumerate(SECTIONS, start=1):
         try:
