@@ -23,9 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m agestudy.analyze",
         description="Run the analyses that answer the lab's questions on the model of one MLflow run, and log "
-                    "their numbers (metrics qN_*, JSON tables) and figures (PNG, under qN/) to a child run tagged "
-                    "agestudy.role=analysis. The analysed run gets the tag agestudy.analysis_run = that child's "
-                    "id. Running again logs into the same child (use --fresh for a new one).",
+                    "them to a new child run tagged agestudy.role=analysis: each question's numbers in a table "
+                    "qN/metrics.json, a few headline numbers also as metrics qN/..., figures (PNG) under qN/. The "
+                    "analysed run's tag agestudy.analysis_run then names that child. Each call makes a new child: "
+                    "with --only, the other questions' results are copied over from the previous one, which "
+                    "stays as it was.",
         formatter_class=HelpFormatter,
         epilog=f"questions:\n{questions}\n\n"
                "The data are reloaded from the run's data.root param (or --data). Find run ids with\n"
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlruns/mlflow.db or "
                                                "$MLFLOW_TRACKING_URI)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to compute")
-    parser.add_argument("--fresh", action="store_true", help="log into a new analysis run instead of the existing one")
+    parser.add_argument("--fresh", action="store_true",
+                        help="do not copy the other questions' results from the previous analysis run: the new run "
+                             "holds only the questions run now")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -61,6 +65,8 @@ def main(argv=None) -> int:
     out = run_analyses(args.run, only=args.only, external=args.external, data_root=args.data,
                        cache_dir=args.cache_dir, device=args.device, fresh=args.fresh, progress=not args.quiet)
     print(f"analysis run {out['analysis_run_id']} (child of {args.run}; {uri})")
+    if out["carried"]:
+        print(f"  carried over from the previous analysis run: {', '.join(out['carried'])}")
     for q, values in out["results"].items():
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(values.items())[:8])
         print(f"  {q}: {shown}")

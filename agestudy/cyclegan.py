@@ -34,6 +34,7 @@ from agestudy.models.cyclegan import to_gan_input, translate
 from agestudy.runs import (
     AUTO_TAG,
     CYCLEGAN_LOSS_PLOT,
+    CYCLEGAN_PAIRS_PER_SECOND,
     CYCLEGAN_SAMPLES_DIR,
     CYCLEGAN_WEIGHTS,
     DATA_FINGERPRINT_TAG,
@@ -44,9 +45,13 @@ from agestudy.runs import (
     ROLE_FINAL,
     ROLE_TAG,
     ROLE_TRAIN,
+    SUMMARY_STEP,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
+    TRAIN_ITERATIONS,
+    TRAIN_SECONDS,
     WARNING_TAG,
+    cyclegan_metric,
     find_runs,
     redact_uri,
 )
@@ -281,14 +286,15 @@ def train_cyclegan(cfg: CycleGANConfig, young: torch.Tensor, old: torch.Tensor, 
                 if not all(math.isfinite(v) for v in values.values()):
                     raise FloatingPointError(f"a CycleGAN loss became {values} at step {step}: "
                                              "lower --lr, or use --precision fp32")
-                values = {f"train/{k}": v for k, v in values.items()}
-                values["train/lr_factor"] = lr_factor(step)
+                values = {cyclegan_metric(k): v for k, v in values.items()}
+                values[cyclegan_metric("lr_factor")] = lr_factor(step)
                 for key, value in values.items():
                     history.setdefault(key, []).append((step, value))
                 if log is not None:
                     log(values, step)
                 sums.zero_()
-                bar.set_postfix(cycle=f"{values['train/cycle']:.3f}", adv=f"{values['train/adv_G']:.3f}")
+                bar.set_postfix(cycle=f"{values[cyclegan_metric('cycle')]:.3f}",
+                                adv=f"{values[cyclegan_metric('adv_G')]:.3f}")
         bar.close()
         if on_epoch is not None:
             on_epoch(epoch + 1, G, Fy)
@@ -312,16 +318,14 @@ def plot_losses(history: dict, path: Path, title: str) -> Path:
     from agestudy.plots import plt, save
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = (("adversarial (least squares)", ("train/adv_G", "train/adv_F")),
-              ("discriminators", ("train/D_X", "train/D_Y")),
-              ("reconstruction (L1, [-1, 1] pixels)", ("train/cycle", "train/identity")))
-    labels = {"train/adv_G": "G fools D_Y", "train/adv_F": "F fools D_X", "train/D_X": "D_X", "train/D_Y": "D_Y",
-              "train/cycle": "cycle", "train/identity": "identity"}
+    panels = (("adversarial (least squares)", ("adv_G", "adv_F")), ("discriminators", ("D_X", "D_Y")),
+              ("reconstruction (L1, [-1, 1] pixels)", ("cycle", "identity")))
+    labels = {"adv_G": "G fools D_Y", "adv_F": "F fools D_X"}
     for ax, (name, keys) in zip(axes, panels):
         for key in keys:
-            points = history.get(key) or []
+            points = history.get(cyclegan_metric(key)) or []
             if points:
-                ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2, label=labels[key])
+                ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2, label=labels.get(key, key))
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
@@ -441,9 +445,9 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
             buffer.flush()
             save_generators(result, out / CYCLEGAN_WEIGHTS)
             plot_losses(result.history, out / CYCLEGAN_LOSS_PLOT, f"CycleGAN losses, run {run_id[:8]}")
-            mlflow.log_metrics({"train/seconds": result.train_seconds, "train/iterations": result.iterations,
-                                "train/pairs_per_second": result.iterations * cfg.batch_size / result.train_seconds},
-                               step=0)
+            mlflow.log_metrics({TRAIN_SECONDS: result.train_seconds, TRAIN_ITERATIONS: result.iterations,
+                                CYCLEGAN_PAIRS_PER_SECOND: result.iterations * cfg.batch_size / result.train_seconds},
+                               step=SUMMARY_STEP)
             for artifact in (CYCLEGAN_WEIGHTS, CYCLEGAN_LOSS_PLOT):
                 mlflow.log_artifact(str(out / artifact), str(Path(artifact).parent))
             if judge_run is not None:

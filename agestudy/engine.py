@@ -36,6 +36,7 @@ from agestudy.data import AugmentConfig, ImageSet, augment_batch
 from agestudy.errors import UserError
 from agestudy.models import create_model
 from agestudy.predict import evaluation_view, predict_proba
+from agestudy.runs import TRAIN_ACC, TRAIN_LEARNING_RATE, TRAIN_LOSS, VAL_ACC, VAL_AUC, VAL_LOSS
 
 # An fp16 step skipped by the gradient scaler makes the scheduler warn that it stepped before the
 # optimiser; that is the scaler doing its job.
@@ -278,7 +279,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
             window = values[lo - first : end - first]
             finite = window[np.isfinite(window[:, 0])]
             lr = t.scheduler.base_lrs[0] * t.scheduler.lr_lambdas[0](end - 1)  # the rate of step `end`
-            record({"train_loss": finite[:, 0].mean(), "train_acc": finite[:, 1].mean(), "lr": lr}, end)
+            record({TRAIN_LOSS: finite[:, 0].mean(), TRAIN_ACC: finite[:, 1].mean(), TRAIN_LEARNING_RATE: lr}, end)
             lo = end
         state["read"] = ends[-1]
         if bar is not None:
@@ -309,13 +310,13 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
             state["best"] = max(state["best"], scores["acc"])
             if state["first_75"] is None and scores["acc"] >= 0.75:
                 state["first_75"] = (step, time.perf_counter() - start)
-            record({"val_loss": scores["loss"], "val_acc": scores["acc"], "val_auc": scores["auc"]}, step)
+            record({VAL_LOSS: scores["loss"], VAL_ACC: scores["acc"], VAL_AUC: scores["auc"]}, step)
             if on_validation is not None and on_validation(step, epoch, scores):
                 stopped = True
                 read_training_curve(step)
                 break
         if progress and step % t.steps_per_epoch == 0 and val_images is not None:
-            print(f"epoch {epoch + 1}/{t.epochs}: val_acc {state['last']:.4f}", file=sys.stderr)
+            print(f"epoch {epoch + 1}/{t.epochs}: {VAL_ACC} {state['last']:.4f}", file=sys.stderr)
     if bar is not None:
         bar.close()
     if t.device.type == "cuda":

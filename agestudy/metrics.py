@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from agestudy.plots import plt, save
+from agestudy.runs import TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 
 __all__ = [
     "CLASS_NAMES",
@@ -287,21 +288,21 @@ def plot_learning_curve(history: Mapping[str, Sequence[tuple[float, float]]], pa
     """Loss (left) and accuracy (right) against training iteration.
 
     ``history`` maps metric names to lists of ``(step, value)`` pairs. The
-    known keys ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` get
-    fixed styles; any other key containing ``loss`` / ``acc`` is added to the
+    known keys ``train/loss``, ``val/loss``, ``train/acc``, ``val/acc``
+    (agestudy.runs) get fixed styles; any other key containing ``loss`` / ``acc`` is added to the
     matching panel. Missing or empty keys are skipped. Accuracies are expected
     as fractions in [0, 1]; a dashed line marks the lab's 0.75 target.
     """
     styles = {
-        "train_loss": dict(color="C0", lw=1, alpha=0.8, label="train"),
-        "val_loss": dict(color="C1", lw=1.5, marker="o", ms=3, label="validation"),
-        "train_acc": dict(color="C0", lw=1, alpha=0.8, label="train"),
-        "val_acc": dict(color="C1", lw=1.5, marker="o", ms=3, label="validation"),
+        TRAIN_LOSS: dict(color="C0", lw=1, alpha=0.8, label="train"),
+        VAL_LOSS: dict(color="C1", lw=1.5, marker="o", ms=3, label="validation"),
+        TRAIN_ACC: dict(color="C0", lw=1, alpha=0.8, label="train"),
+        VAL_ACC: dict(color="C1", lw=1.5, marker="o", ms=3, label="validation"),
     }
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = (
-        (ax_l, _panel_keys(history, ("train_loss", "val_loss"), "loss"), "Loss"),
-        (ax_a, _panel_keys(history, ("train_acc", "val_acc"), "acc"), "Accuracy"),
+        (ax_l, _panel_keys(history, (TRAIN_LOSS, VAL_LOSS), "loss"), "Loss"),
+        (ax_a, _panel_keys(history, (TRAIN_ACC, VAL_ACC), "acc"), "Accuracy"),
     )
     for ax, keys, name in panels:
         drawn = 0

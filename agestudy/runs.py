@@ -1,4 +1,4 @@
-"""The MLflow run contract in one place: tag names, role values, artifact paths, and how runs are found.
+"""The MLflow run contract in one place: tag names, role values, metric names, artifact paths, and how runs are found.
 
 Training, tuning and the analyses write runs; the report and the analyses read them back,
 often in another process, months later. Both sides take every name from here, so a writer
@@ -55,10 +55,11 @@ PRECISION_TAG = "agestudy.precision"
 TORCH_THREADS_TAG = "agestudy.torch_threads"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
-# the analyses: a child run of the analysed run, linked both ways
-ANALYSIS_RUN_TAG = "agestudy.analysis_run"  # on the analysed run: the id of its analysis run
+# the analyses: a child run of the analysed run, linked both ways; every `analyze` makes a new one
+ANALYSIS_RUN_TAG = "agestudy.analysis_run"  # on the analysed run: the id of its latest analysis run
 ANALYSED_RUN_TAG = "agestudy.analysed_run"  # on the analysis run: the id of the analysed run
-ANALYSES_DONE_TAG = "agestudy.analyses"  # on the analysis run: questions answered so far, e.g. "q1,q2,q8"
+ANALYSES_DONE_TAG = "agestudy.analyses"  # on the analysis run: questions it holds answers to, e.g. "q1,q2,q8"
+PREVIOUS_ANALYSIS_TAG = "agestudy.previous_analysis_run"  # on an analysis run: the one it replaced
 EXTERNAL_TAG = "agestudy.external"  # on the analysis run: question 10's photo folder
 
 
@@ -125,6 +126,154 @@ CYCLEGAN_SAMPLES_DIR = "samples"  # samples/epoch_NNN.png: the same test faces t
 JUDGE_TABLE = "judge/judge.json"
 JUDGE_GRID = "judge/grid.png"
 JUDGE_SCATTER = "judge/probabilities.png"
+
+
+# ----------------------------------------------------------------------------- metrics
+
+# Every metric name starts with its section ("train/", "val/", "test/", "model/", "study/", "judge/",
+# "q1/", ...): the MLflow UI groups a run's charts and columns by it. A curve is a metric history
+# whose step is the training iteration; a summary is a number, logged once at SUMMARY_STEP.
+SUMMARY_STEP = 0
+
+# the curves of a training run (agestudy/engine.py logs them while it trains)
+TRAIN_LOSS = "train/loss"  # mean training loss over each window of log_every iterations
+TRAIN_ACC = "train/acc"  # mean training accuracy over the same window (augmented batches)
+TRAIN_LEARNING_RATE = "train/learning_rate"  # the schedule's rate at that iteration; the param lr is its peak
+VAL_LOSS = "val/loss"
+VAL_ACC = "val/acc"
+VAL_AUC = "val/auc"
+
+# the summaries of a training run (agestudy/train.py logs them at SUMMARY_STEP)
+VAL_BEST_ACC = "val/best_acc"
+VAL_FINAL_ACC = "val/final_acc"
+VAL_FINAL_AUC = "val/final_auc"
+TRAIN_SECONDS = "train/seconds"
+TRAIN_IMAGES_PER_SECOND = "train/images_per_second"  # through each member
+TRAIN_ITERATIONS = "train/iterations"
+FIRST_VAL_ACC75_STEP = "train/first_val_acc75_step"  # the iteration whose validation first reached 75 %
+FIRST_VAL_ACC75_SECONDS = "train/first_val_acc75_seconds"
+MODEL_PARAMETERS = "model/n_parameters"
+
+# what a run measured once on test/: agestudy.metrics.classification_metrics's keys under "test/"
+TEST_MEASURES = ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier", "ece")
+
+
+def measure_metric(measure: str) -> str:
+    """The metric of one test measure ("accuracy", "roc_auc", ... of TEST_MEASURES), e.g. test/accuracy."""
+    return f"test/{measure}"
+
+
+TEST_ACCURACY = measure_metric("accuracy")
+TEST_BALANCED_ACCURACY = measure_metric("balanced_accuracy")
+TEST_ROC_AUC = measure_metric("roc_auc")
+TEST_LOG_LOSS = measure_metric("log_loss")
+TEST_BRIER = measure_metric("brier")
+TEST_ECE = measure_metric("ece")
+
+# a study file's objective ("val_acc" | "val_auc", the word in studies/*.toml) -> the curve it maximises
+OBJECTIVE_METRICS = {"val_acc": VAL_ACC, "val_auc": VAL_AUC}
+
+# the summaries of a study run (agestudy/tune.py, after its trials)
+STUDY_TRIALS_COMPLETE = "study/n_trials_complete"
+STUDY_TRIALS_PRUNED = "study/n_trials_pruned"
+STUDY_TRIALS_FAILED = "study/n_trials_failed"
+STUDY_EPOCHS_SAVED = "study/pruning_epochs_saved_fraction"  # share of the planned epochs pruning spared
+STUDY_BEST_VALUE = "study/best_value"  # the best trial's objective
+
+# a CycleGAN run (agestudy/cyclegan.py): TRAIN_SECONDS and TRAIN_ITERATIONS, its loss curves and
+# its judgement (agestudy/analyses/q11_cyclegan.py)
+CYCLEGAN_PAIRS_PER_SECOND = "train/pairs_per_second"
+
+
+def cyclegan_metric(curve: str) -> str:
+    """A CycleGAN loss curve ("adv_G", "D_X", "cycle", "identity", "lr_factor", ...), e.g. train/cycle."""
+    return f"train/{curve}"
+
+
+def judge_metric(name: str) -> str:
+    """A number of a CycleGAN run's judgement (``JUDGE_TABLE`` holds them all), e.g. judge/old_cycle_l1."""
+    return f"judge/{name}"
+
+
+# The analysis run: each question's numbers go to one JSON table, qN/metrics.json; only its
+# headline numbers (ANALYSIS_HEADLINES) and real curves (ANALYSIS_SERIES) are also MLflow metrics,
+# named qN/<name>, so that an analysis run stays readable in the UI (at most MAX_ANALYSIS_METRICS).
+ANALYSIS_METRICS_FILE = "metrics.json"
+MAX_ANALYSIS_METRICS = 30
+ANALYSIS_HEADLINES = {
+    "q1": ("model_parameters",),
+    "q2": ("pooled_accuracy", "binom_pvalue"),
+    "q3": ("final_train_acc",),
+    "q4": ("ci_low", "ci_high"),
+    "q5": ("auc", "ece_after"),
+    "q6": ("n_complete", "best_value"),
+    "q7": ("n_trials", "val_acc_gain", "test_acc_gain"),
+    "q8": ("gain", "mcnemar_p"),
+    "q9": ("n_wrong", "n_confidently_wrong"),
+    "q10": ("accuracy", "n_photos"),
+    "q12": ("n_raised",),
+}
+ANALYSIS_SERIES = {"q8": ("accuracy_by_n",)}  # step: the number of crops averaged
+
+
+def analysis_metric(question: str, name: str) -> str:
+    """One of an analysis question's numbers as an MLflow metric, e.g. q8/gain."""
+    return f"{question}/{name}"
+
+
+def analysis_metrics_table(question: str) -> str:
+    """The JSON artifact that holds every number of one question ({name: value}), e.g. q8/metrics.json."""
+    return f"{question}/{ANALYSIS_METRICS_FILE}"
+
+
+def is_analysis_headline(question: str, name: str) -> bool:
+    return name in ANALYSIS_HEADLINES.get(question, ())
+
+
+# The names runs logged before the sections existed: readers fall back to them (run_metric,
+# metric_history), so the report and the analyses still read runs from older stores.
+LEGACY_METRICS = {
+    TRAIN_LOSS: "train_loss", TRAIN_ACC: "train_acc", TRAIN_LEARNING_RATE: "lr",
+    VAL_LOSS: "val_loss", VAL_ACC: "val_acc", VAL_AUC: "val_auc",
+    VAL_BEST_ACC: "best_val_acc", VAL_FINAL_ACC: "final_val_acc", VAL_FINAL_AUC: "final_val_auc",
+    TRAIN_SECONDS: "train_seconds", TRAIN_IMAGES_PER_SECOND: "train_images_per_second",
+    TRAIN_ITERATIONS: "iterations", MODEL_PARAMETERS: "n_parameters",
+    FIRST_VAL_ACC75_STEP: "first_val_acc75_step", FIRST_VAL_ACC75_SECONDS: "first_val_acc75_seconds",
+    **{measure_metric(m): f"test_{m}" for m in TEST_MEASURES},
+    STUDY_TRIALS_COMPLETE: "n_trials_complete", STUDY_TRIALS_PRUNED: "n_trials_pruned",
+    STUDY_TRIALS_FAILED: "n_trials_failed", STUDY_EPOCHS_SAVED: "pruning_epochs_saved_fraction",
+    STUDY_BEST_VALUE: "best_value",
+}
+
+
+def legacy_analysis_metric(question: str, name: str) -> str:
+    """The flat metric an older analysis run logged for one number, e.g. q8_gain."""
+    return f"{question}_{name}"
+
+
+def run_metric(metrics: dict, name: str) -> float | None:
+    """A run's latest value of the metric ``name`` (``run.data.metrics``), or of its older name; None when
+    absent or not finite."""
+    if name in metrics:
+        return logged_number(metrics[name])
+    return logged_number(metrics.get(LEGACY_METRICS.get(name, name)))
+
+
+def with_current_names(metrics: dict) -> dict:
+    """A run's metrics (``run.data.metrics``) with today's names added for those it logged under older ones."""
+    return {**{new: metrics[old] for new, old in LEGACY_METRICS.items() if old in metrics}, **metrics}
+
+
+def has_metric(metrics: dict, name: str) -> bool:
+    return name in metrics or LEGACY_METRICS.get(name, name) in metrics
+
+
+def metric_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
+    """A run's whole history of the metric ``name`` (or of its older name) as [(step, value)], by step."""
+    points = client.get_metric_history(run_id, name)
+    if not points and name in LEGACY_METRICS:
+        points = client.get_metric_history(run_id, LEGACY_METRICS[name])
+    return sorted((int(m.step), float(m.value)) for m in points)
 
 
 # ----------------------------------------------------------------------------- finding runs

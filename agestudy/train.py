@@ -37,8 +37,11 @@ from agestudy.runs import (
     DATA_FINGERPRINT_TAG,
     DESCRIPTION_TAG,
     ERROR_TAG,
+    FIRST_VAL_ACC75_SECONDS,
+    FIRST_VAL_ACC75_STEP,
     LEARNING_CURVE_PLOT,
     MISCLASSIFIED_PLOT,
+    MODEL_PARAMETERS,
     PARENT_RUN_TAG,
     PRUNED_NAME_SUFFIX,
     PRUNED_TAG,
@@ -47,10 +50,21 @@ from agestudy.runs import (
     ROC_PLOT,
     ROLE_TAG,
     ROLE_TRAIN,
+    SUMMARY_STEP,
     SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
+    TEST_ACCURACY,
+    TEST_ECE,
+    TEST_ROC_AUC,
+    TRAIN_IMAGES_PER_SECOND,
+    TRAIN_ITERATIONS,
+    TRAIN_SECONDS,
+    VAL_BEST_ACC,
+    VAL_FINAL_ACC,
+    VAL_FINAL_AUC,
     WARNING_TAG,
+    measure_metric,
     predictions_artifact,
     redact_uri,
 )
@@ -69,7 +83,8 @@ def artifact_file(out_dir: Path, artifact: str) -> Path:
 
 def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precision: str, out_dir: Path,
                         prefix: str = "test") -> dict[str, float]:
-    """Measure the model on test/: metrics plus ROC, reliability, confusion, gallery and predictions CSV."""
+    """Measure the model on test/: metrics (test/accuracy, ...) plus ROC, reliability, confusion, gallery and
+    predictions CSV."""
     from agestudy import metrics as M
     from agestudy.plots import gallery
 
@@ -93,7 +108,7 @@ def log_test_evaluation(model, data: LabData, cfg: TrainConfig, device, precisio
         for name, label, p in zip(test.files, labels, p1):
             safe = '"' + name.replace('"', '""') + '"'
             fh.write(f"{safe},{label},{1 - p:.6f},{p:.6f}\n")
-    return {f"{prefix}_{k}": v for k, v in values.items()}
+    return {measure_metric(k): v for k, v in values.items()}
 
 
 def data_params(data: LabData) -> dict:
@@ -187,17 +202,17 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 return TrainedRun(run_id, {}, True)
             precision = result.precision
             mlflow.set_tags(environment_tags(str(device), precision))
-            final = {
-                "train_seconds": result.train_seconds,
-                "train_images_per_second": result.images_per_second,
-                "iterations": result.iterations,
-                "n_parameters": count_parameters(result.model),
+            final = {  # the run's summaries: one value each, at SUMMARY_STEP (a number, not a curve)
+                TRAIN_SECONDS: result.train_seconds,
+                TRAIN_IMAGES_PER_SECOND: result.images_per_second,
+                TRAIN_ITERATIONS: result.iterations,
+                MODEL_PARAMETERS: count_parameters(result.model),
             }
             if val is not None:
-                final.update(best_val_acc=result.best_val_acc, final_val_acc=result.final_val_acc,
-                             final_val_auc=result.final_val_auc)
+                final.update({VAL_BEST_ACC: result.best_val_acc, VAL_FINAL_ACC: result.final_val_acc,
+                              VAL_FINAL_AUC: result.final_val_auc})
             if result.first_75:
-                final.update(first_val_acc75_step=result.first_75[0], first_val_acc75_seconds=result.first_75[1])
+                final.update({FIRST_VAL_ACC75_STEP: result.first_75[0], FIRST_VAL_ACC75_SECONDS: result.first_75[1]})
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
                 if test:
@@ -208,7 +223,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 shown = torch.cat([torch.nonzero(train.labels == c).flatten()[:3] for c in (0, 1)])
                 save_augmentation_grid(train.images[shown], cfg.augment(), artifact_file(out, AUGMENTATIONS_PLOT),
                                        seed=cfg.seed)
-                mlflow.log_metrics(final, step=result.iterations)
+                mlflow.log_metrics(final, step=SUMMARY_STEP)
                 mlflow.log_artifacts(str(out))
             if register:
                 version = log_classifier(result.model, cfg.augment(), register=True)
@@ -274,9 +289,9 @@ def main(argv=None) -> int:
     run_id, final, _ = train_and_log(cfg, data, run_name=args.run_name, progress=not args.quiet,
                                      tags={ROLE_TAG: ROLE_TRAIN}, system_metrics=not args.no_system_metrics)
     print(f"run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))})")
-    print(f"test accuracy {final['test_accuracy']:.4f}  ROC AUC {final['test_roc_auc']:.4f}  "
-          f"ECE {final['test_ece']:.4f}  training {final['train_seconds']:.0f} s  "
-          f"{final['train_images_per_second']:.0f} images/s")
+    print(f"test accuracy {final[TEST_ACCURACY]:.4f}  ROC AUC {final[TEST_ROC_AUC]:.4f}  "
+          f"ECE {final[TEST_ECE]:.4f}  training {final[TRAIN_SECONDS]:.0f} s  "
+          f"{final[TRAIN_IMAGES_PER_SECOND]:.0f} images/s")
     if data.synthetic:
         print("*** trained on SYNTHETIC demo data: these numbers say nothing about real faces ***")
     return 0

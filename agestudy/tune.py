@@ -35,6 +35,7 @@ from agestudy.runs import (
     DATA_FINGERPRINT_TAG,
     DESCRIPTION_TAG,
     ERROR_TAG,
+    OBJECTIVE_METRICS,
     OBJECTIVE_TAG,
     PRUNER_TAG,
     ROLE_FINAL,
@@ -44,19 +45,29 @@ from agestudy.runs import (
     SAMPLER_TAG,
     STORAGE_SCHEMES,
     STORAGE_TAG,
+    STUDY_BEST_VALUE,
+    STUDY_EPOCHS_SAVED,
     STUDY_HISTORY_PLOT,
     STUDY_IMPORTANCES,
     STUDY_IMPORTANCES_PLOT,
     STUDY_SLICE_PLOT,
     STUDY_TAG,
     STUDY_TRIALS,
+    STUDY_TRIALS_COMPLETE,
+    STUDY_TRIALS_FAILED,
+    STUDY_TRIALS_PRUNED,
+    SUMMARY_STEP,
     SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
+    TEST_ACCURACY,
+    TEST_ECE,
+    TEST_ROC_AUC,
     TRIAL_TAG,
     check_reachable,
     find_runs,
     redact_uri,
     scrub,
+    with_current_names,
 )
 from agestudy.studies import OBJECTIVES, StudySpec, load_study
 
@@ -306,7 +317,8 @@ def study_description(spec: StudySpec, data: LabData) -> str:
     """The study run's description: the study file's own words, then what it searches and on what."""
     searched = ", ".join(p.name for p in spec.space) or "nothing (fixed configuration)"
     text = (f"{spec.description.strip() or f'Optuna study {spec.name!r}.'}\n\nStudy file {spec.path}; "
-            f"objective: {OBJECTIVES[spec.objective]} (maximised); searches {searched}; data {data.root}.")
+            f"objective: {OBJECTIVES[spec.objective]} (each trial's {OBJECTIVE_METRICS[spec.objective]}, maximised); "
+            f"searches {searched}; data {data.root}.")
     return text + ("\n\n" + SYNTHETIC_SENTENCE if data.synthetic else "")
 
 
@@ -328,13 +340,13 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
     done = sum(t.user_attrs.get("epochs_done", 0) for t in trials
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     summary = {
-        "n_trials_complete": len(complete),
-        "n_trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "n_trials_failed": sum(t.state == TrialState.FAIL for t in trials),
-        "pruning_epochs_saved_fraction": 1 - done / planned if planned else 0.0,
+        STUDY_TRIALS_COMPLETE: len(complete),
+        STUDY_TRIALS_PRUNED: sum(t.state == TrialState.PRUNED for t in trials),
+        STUDY_TRIALS_FAILED: sum(t.state == TrialState.FAIL for t in trials),
+        STUDY_EPOCHS_SAVED: 1 - done / planned if planned else 0.0,
     }
     if complete:
-        summary["best_value"] = study.best_value
+        summary[STUDY_BEST_VALUE] = study.best_value
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=parent_run_id):
         out = Path(tmp)
         (out / STUDY_TRIALS).parent.mkdir(parents=True, exist_ok=True)  # the study/ folder of the artifacts
@@ -366,7 +378,11 @@ def summarize_study(study, spec: StudySpec, parent_run_id: str) -> dict:
         table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
         table.to_csv(out / STUDY_TRIALS, index=False)
         mlflow.log_artifacts(str(out))
-        mlflow.log_metrics(summary)
+        # once at step 0; a resumed study adds a value only to the numbers that changed
+        logged = mlflow.MlflowClient().get_run(parent_run_id).data.metrics
+        changed = {k: v for k, v in summary.items() if logged.get(k) != v}
+        if changed:
+            mlflow.log_metrics(changed, step=SUMMARY_STEP)
     return summary
 
 
@@ -382,7 +398,7 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
     existing = find_runs(client, [client.get_run(parent_run_id).info.experiment_id], role=ROLE_FINAL,
                          study=spec.name, status="FINISHED", extra={BEST_TRIAL_TAG: str(best.number)}, max_results=1)
     if existing:  # resumed with nothing new: keep the final run we have
-        return existing[0].info.run_id, dict(existing[0].data.metrics)
+        return existing[0].info.run_id, with_current_names(existing[0].data.metrics)
     cfg = spec.refit_config(best.params)
     tags = {ROLE_TAG: ROLE_FINAL, STUDY_TAG: spec.name, BEST_TRIAL_TAG: str(best.number),
             BEST_TRIAL_RUN_TAG: best.user_attrs.get(RUN_ID_ATTR, "")}
@@ -393,8 +409,8 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
                     f"{OBJECTIVES[spec.objective]} {best.value:.4f}) retrained on all of train/")
     # the study's record of its final model, for optuna-dashboard (a finished trial takes no new attributes)
     study.set_user_attr("final_run_id", run_id)
-    for key in ("test_accuracy", "test_roc_auc", "test_ece"):
-        study.set_user_attr(f"final_{key}", final.get(key))
+    for key, metric in (("test_accuracy", TEST_ACCURACY), ("test_roc_auc", TEST_ROC_AUC), ("test_ece", TEST_ECE)):
+        study.set_user_attr(f"final_{key}", final.get(metric))
     return run_id, final
 
 
@@ -506,10 +522,10 @@ def main(argv=None) -> int:
         _spawn_workers(args, args.workers, storage_url, root, parent_run_id, n_trials)
     study = open_study(spec, storage_url)
     summary = summarize_study(study, spec, parent_run_id)
-    print(f"[tune] {summary['n_trials_complete']} complete, {summary['n_trials_pruned']} pruned, "
-          f"{summary['n_trials_failed']} failed; pruning saved {summary['pruning_epochs_saved_fraction']:.0%} "
+    print(f"[tune] {summary[STUDY_TRIALS_COMPLETE]} complete, {summary[STUDY_TRIALS_PRUNED]} pruned, "
+          f"{summary[STUDY_TRIALS_FAILED]} failed; pruning saved {summary[STUDY_EPOCHS_SAVED]:.0%} "
           f"of the epochs; {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    if summary["n_trials_complete"] == 0:
+    if summary[STUDY_TRIALS_COMPLETE] == 0:
         raise UserError("no trial completed, so there is nothing to refit (see the failed runs in MLflow)")
     print(f"[tune] best trial #{study.best_trial.number}: {OBJECTIVES[spec.objective]} {study.best_value:.4f} "
           f"with {study.best_trial.params}", file=sys.stderr)
@@ -517,7 +533,7 @@ def main(argv=None) -> int:
         run_id, final = refit_best(study, spec, data, parent_run_id, progress=not args.quiet,
                                    system_metrics=not args.no_system_metrics)
         print(f"final run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))}): test accuracy "
-              f"{final['test_accuracy']:.4f}, ROC AUC {final['test_roc_auc']:.4f}")
+              f"{final[TEST_ACCURACY]:.4f}, ROC AUC {final[TEST_ROC_AUC]:.4f}")
         if not args.no_analyze:
             from agestudy.analyses import run_analyses
 

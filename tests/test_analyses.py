@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from agestudy import runs as contract
 from agestudy.analyses import QUESTIONS, parse_questions, run_analyses
 from agestudy.errors import UserError
 from agestudy.models import MODELS, count_parameters, create_model, split_members
@@ -94,13 +95,19 @@ def tiny(tmp_path_factory):
         patch.undo()
 
 
-def table(tiny, path: str):
-    local = tiny.client.download_artifacts(tiny.aid, path, str(tiny.tmp / "dl"))
+def table(tiny, path: str, run_id: str | None = None):
+    local = tiny.client.download_artifacts(run_id or tiny.aid, path, str(tiny.tmp / "dl" / (run_id or tiny.aid)))
     return json.loads(Path(local).read_text())
 
 
-def metrics(tiny) -> dict:
-    return tiny.client.get_run(tiny.aid).data.metrics
+def numbers(tiny, question: str, run_id: str | None = None) -> dict:
+    """What one question logged with ctx.log_metrics: its table qN/metrics.json."""
+    return table(tiny, contract.analysis_metrics_table(question), run_id)
+
+
+def histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
 
 
 def test_every_analysis_ran_into_a_tagged_child_run(tiny):
@@ -115,8 +122,18 @@ def test_every_analysis_ran_into_a_tagged_child_run(tiny):
     assert child.data.tags["agestudy.synthetic"] == "true"
     assert child.data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
     assert parent.data.tags["agestudy.analysis_run"] == tiny.aid
-    for q in QUESTIONS:  # every question logged metrics with its prefix
-        assert any(k.startswith(f"{q}_") for k in child.data.metrics), q
+    for q in QUESTIONS:  # every question logged its numbers, and a headline metric or two, under qN/
+        assert contract.analysis_metrics_table(q) in tiny.artifacts, q
+        assert any(k.startswith(f"{q}/") for k in child.data.metrics), q
+        for name in contract.ANALYSIS_HEADLINES[q]:
+            if numbers(tiny, q).get(name) is not None:
+                assert child.data.metrics[contract.analysis_metric(q, name)] == pytest.approx(numbers(tiny, q)[name])
+    # a run that reads in the MLflow UI: few metrics, each a number at step 0 (q8's curve apart)
+    assert len(child.data.metrics) <= contract.MAX_ANALYSIS_METRICS
+    series = {contract.analysis_metric(q, name) for q, names in contract.ANALYSIS_SERIES.items() for name in names}
+    for key, points in histories(tiny.client, tiny.aid).items():
+        if key not in series:
+            assert [step for step, _ in points] == [contract.SUMMARY_STEP], key
 
 
 def test_q1_layer_table_totals_equal_the_parameter_count(tiny):
@@ -125,7 +142,8 @@ def test_q1_layer_table_totals_equal_the_parameter_count(tiny):
     logged = table(tiny, "q1/structure_model.json")
     n = count_parameters(tiny.model)
     assert logged["total_parameters"] == sum(r["parameters"] for r in logged["rows"]) == n
-    assert metrics(tiny)["q1_model_parameters"] == n
+    assert numbers(tiny, "q1")["model_parameters"] == n
+    assert tiny.client.get_run(tiny.aid).data.metrics["q1/model_parameters"] == n
     assert logged["trainable_parameters"] + logged["non_trainable_parameters"] == n
     assert logged["buffers"] > 0  # BatchNorm running statistics, counted apart
     baseline = table(tiny, "q1/structure_baseline.json")
@@ -168,27 +186,27 @@ def test_q2_untrained_networks_have_intervals_around_their_accuracy(tiny):
     for r in logged["networks"] + [logged["pooled"]]:
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
         assert 0 <= r["p_value"] <= 1
-    m = metrics(tiny)
-    assert m["q2_n_networks"] >= 10
-    assert m["q2_ci_low"] <= m["q2_pooled_accuracy"] <= m["q2_ci_high"]
+    m = numbers(tiny, "q2")
+    assert m["n_networks"] >= 10
+    assert m["ci_low"] <= m["pooled_accuracy"] <= m["ci_high"]
     n_test = len(tiny.data.test)
     assert logged["pooled"]["n"] == n_test * len(logged["networks"])
-    assert m["q2_majority_accuracy"] == pytest.approx(0.5)  # the synthetic test set is balanced
-    assert m["q2_uniform_range_low"] < 0.5 < m["q2_uniform_range_high"]
+    assert m["majority_accuracy"] == pytest.approx(0.5)  # the synthetic test set is balanced
+    assert m["uniform_range_low"] < 0.5 < m["uniform_range_high"]
 
 
 def test_q5_scores_calibration_and_auc_interval(tiny):
     assert {"q5/summary.json", "q5/margin_histograms.png", "q5/roc.png", "q5/confusion.png",
             "q5/reliability_before.png", "q5/reliability_after.png"} <= tiny.artifacts
-    m = metrics(tiny)
-    assert m["q5_auc_ci_low"] <= m["q5_auc"] <= m["q5_auc_ci_high"]
-    assert m["q5_temperature"] > 0
-    assert m["q5_tn"] + m["q5_fp"] + m["q5_fn"] + m["q5_tp"] == len(tiny.data.test)
+    m = numbers(tiny, "q5")
+    assert m["auc_ci_low"] <= m["auc"] <= m["auc_ci_high"]
+    assert m["temperature"] > 0
+    assert m["tn"] + m["fp"] + m["fn"] + m["tp"] == len(tiny.data.test)
     # the logged numbers are those of the logged model, on the centre crop (analyses never mirror)
     p1 = predict_proba(tiny.model, tiny.data.test.images, "centre", tiny.cfg.augment()).numpy()
     labels = tiny.data.test.labels.numpy()
-    assert m["q5_class0_margin_mean"] == pytest.approx(np.mean(2 * p1[labels == 0] - 1), abs=1e-5)
-    assert m["q5_class1_p_true_mean"] == pytest.approx(np.mean(p1[labels == 1]), abs=1e-5)
+    assert m["class0_margin_mean"] == pytest.approx(np.mean(2 * p1[labels == 0] - 1), abs=1e-5)
+    assert m["class1_p_true_mean"] == pytest.approx(np.mean(p1[labels == 1]), abs=1e-5)
     summary = table(tiny, "q5/summary.json")
     assert "validation split" in summary["calibration"]["fitted_on"]
     for c in ("class_0", "class_1"):
@@ -213,24 +231,25 @@ def test_q3_q4_q6_read_what_the_run_logged(tiny):
             "q4/accuracy.json", "q6/effects.json"} <= tiny.artifacts
     run = tiny.client.get_run(tiny.run_id)
     curves = table(tiny, "q3/learning_curves.json")
-    history = tiny.client.get_metric_history(tiny.run_id, "train_loss")
+    history = tiny.client.get_metric_history(tiny.run_id, contract.TRAIN_LOSS)
     assert curves["runs"] == [tiny.run_id] and curves["n_points"] == len(history) > 0
     assert curves["final_train_loss"] == max(history, key=lambda m: m.step).value
     accuracy = table(tiny, "q4/accuracy.json")
     n_test = len(tiny.data.test)
     assert accuracy["n_test"] == n_test
     assert (accuracy["ci_low"], accuracy["ci_high"]) == pytest.approx(
-        wilson_interval(run.data.metrics["test_accuracy"], n_test))
+        wilson_interval(run.data.metrics[contract.TEST_ACCURACY], n_test))
     assert accuracy["first75"]["is_own"] and accuracy["first75"]["run_id"] == tiny.run_id  # it held out validation
     effects = table(tiny, "q6/effects.json")
-    assert effects["study_run_id"] is None and metrics(tiny)["q6_n_complete"] == 0  # a plain run, no study
+    assert effects["study_run_id"] is None and numbers(tiny, "q6")["n_complete"] == 0  # a plain run, no study
 
 
 def test_q7_reports_a_missing_ablation_then_summarises_one(tiny):
     assert {"q7/random_crop_grid.png", "q7/training_augmentation_grid.png", "q7/effect.json"} <= tiny.artifacts
     effect = table(tiny, "q7/effect.json")
     assert effect["status"] == "not_run" and "--study augmentation" in effect["command"]
-    assert metrics(tiny)["q7_n_trials"] == 0
+    assert numbers(tiny, "q7")["n_trials"] == 0
+    before = histories(tiny.client, tiny.aid)
 
     # two trials of the augmentation study, with and without RandomCrop, as agestudy.tune logs them
     for number, random_crop in enumerate((True, False)):
@@ -238,25 +257,31 @@ def test_q7_reports_a_missing_ablation_then_summarises_one(tiny):
         train_and_log(TrainConfig(**{**TINY, "random_crop": random_crop}), tiny.data, tags=tags, test=False,
                       progress=False)
     out = run_analyses(tiny.run_id, only="q7", data=tiny.data, options=QUICK, progress=False)
-    assert out["analysis_run_id"] == tiny.aid and out["failed"] == {}  # the same analysis run, updated
-    effect = table(tiny, "q7/effect.json")
+    new = out["analysis_run_id"]
+    assert new != tiny.aid and out["failed"] == {}  # a new analysis run, holding the other questions' results too
+    assert out["carried"] == [q for q in QUESTIONS if q != "q7"]
+    effect = table(tiny, "q7/effect.json", new)
     assert effect["status"] == "measured"
     assert effect["groups"]["with"]["test_acc"]["n"] == effect["groups"]["without"]["test_acc"]["n"] == 1
     for row in effect["trials"]:
         assert row["gap"] == pytest.approx(row["train_acc"] - row["test_acc"])
-    m = metrics(tiny)
-    assert m["q7_n_trials"] == 2 and "q7_test_acc_gain" in m
-    assert "q7/effect.png" in all_artifacts(tiny.client, tiny.aid, "q7")
-    assert tiny.client.get_run(tiny.aid).data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
+    m = numbers(tiny, "q7", new)
+    assert m["n_trials"] == 2 and "test_acc_gain" in m
+    assert tiny.client.get_run(new).data.metrics["q7/test_acc_gain"] == pytest.approx(m["test_acc_gain"])
+    assert "q7/effect.png" in all_artifacts(tiny.client, new, "q7")
+    assert tiny.client.get_run(new).data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
+    assert tiny.client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"] == new
+    assert histories(tiny.client, tiny.aid) == before  # the old analysis run is left as it was
+    assert numbers(tiny, "q7")["n_trials"] == 0
 
 
 def test_q8_curve_has_one_point_per_number_of_crops(tiny):
     assert {"q8/curve.json", "q8/mcnemar.json", "q8/accuracy_vs_crops.png"} <= tiny.artifacts
     curve = table(tiny, "q8/curve.json")
     assert [p["n_crops"] for p in curve["points"]] == list(range(1, 33))
-    history = tiny.client.get_metric_history(tiny.aid, "q8_accuracy_by_n")
+    history = tiny.client.get_metric_history(tiny.aid, "q8/accuracy_by_n")
     assert sorted(m.step for m in history) == list(range(1, 33))
-    m = metrics(tiny)
+    m = {f"q8_{k}": v for k, v in numbers(tiny, "q8").items()}
     comparison = table(tiny, "q8/mcnemar.json")["comparisons"]["random32_vs_centre"]
     n = len(tiny.data.test)
     discordant = comparison["c_only_multicrop_right"] - comparison["b_only_reference_right"]
@@ -333,7 +358,7 @@ def test_q10_finds_faces_and_reports_photos_without_one(tiny):
     faces = {r["file"] for r in summary["photos"] if r["status"].startswith("face")}
     assert faces == {"0/face_young_sideways.jpg", "1/face_old.jpg", "1/face_old_gray.png"}  # EXIF rotation applied
     assert summary["n_judged"] == 3 and 0 <= summary["accuracy"] <= 1
-    m = metrics(tiny)
+    m = {f"q10_{k}": v for k, v in numbers(tiny, "q10").items()}
     assert m["q10_n_no_face"] == 2 and m["q10_n_unreadable"] == 1 and m["q10_n_faces_found"] == 3
     assert m["q10_accuracy_ci_low"] <= m["q10_accuracy"] <= m["q10_accuracy_ci_high"]
     assert {"q10/crops/0/face_young_sideways.png", "q10/crops/1/face_old.png"} <= tiny.artifacts
@@ -376,8 +401,8 @@ def test_q12_ascent_raises_the_target_probability(tiny):
     # and L2 penalties, so most (not necessarily all) logit ascents raise it
     logit_runs = [r for r in runs if r["objective"] == "logit"]
     assert sum(r["logit_final"] > r["logit_start"] for r in logit_runs) >= len(logit_runs) - 1
-    m = metrics(tiny)
-    assert m["q12_class1_prob_image_pixel_p_final"] > m["q12_class1_prob_image_pixel_p_start"]
+    m = numbers(tiny, "q12")
+    assert m["class1_prob_image_pixel_p_final"] > m["class1_prob_image_pixel_p_start"]
 
 
 def test_q12_optimise_pushes_a_toy_model_to_its_target():
@@ -418,7 +443,81 @@ def test_cli_runs_one_question(tiny, capsys):
 
     assert main(["--run", tiny.run_id, "--only", "q1", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert tiny.aid in out and "q1: model_parameters" in out
+    latest = tiny.client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"]
+    assert f"analysis run {latest}" in out and "q1: model_parameters" in out
+    assert "carried over from the previous analysis run: q2," in out
+
+
+def test_analyze_again_makes_a_new_run_and_leaves_the_old_one_alone(tiny, capsys):
+    """`analyze --only q8` never appends to a metric history: it makes a new analysis run, which carries
+    the other questions' results over from the previous one; that one stays exactly as it was."""
+    from agestudy.analyze import main
+
+    client = tiny.client
+    old = client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"]
+    before = histories(client, old)
+    old_folders = {item.path for item in client.list_artifacts(old) if item.is_dir}
+    assert main(["--run", tiny.run_id, "--only", "q8", "--quiet"]) == 0
+    capsys.readouterr()
+    new = client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"]
+    assert new != old
+    run = client.get_run(new)
+    assert run.info.status == "FINISHED" and run.data.tags["agestudy.previous_analysis_run"] == old
+    assert run.data.tags["mlflow.parentRunId"] == tiny.run_id
+    assert run.data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
+    assert run.data.tags["agestudy.external"] == str(tiny.tmp / "external")  # q10's folder came over too
+    after = histories(client, new)
+    assert set(after) == set(before) and len(after) <= contract.MAX_ANALYSIS_METRICS
+    for key, points in after.items():  # one value each, at step 0; q8's curve one point per number of crops
+        steps = [step for step, _ in points]
+        assert steps == (list(range(1, 33)) if key == "q8/accuracy_by_n" else [contract.SUMMARY_STEP]), key
+        if not key.startswith("q8/"):
+            assert points == before[key], key  # carried over as it was
+    assert {item.path for item in client.list_artifacts(new) if item.is_dir} == old_folders
+    for q in QUESTIONS:  # the report reads every question from the new run
+        assert numbers(tiny, q, new) == numbers(tiny, q, old) or q == "q8", q
+    assert histories(client, old) == before  # the old analysis run's histories are unchanged
+
+    # --fresh: a new run with only the questions run now
+    assert main(["--run", tiny.run_id, "--only", "q1", "--fresh", "--quiet"]) == 0
+    fresh = client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"]
+    assert {item.path for item in client.list_artifacts(fresh) if item.is_dir} == {"q1"}
+    assert client.get_run(fresh).data.tags["agestudy.analyses"] == "q1"
+    assert "agestudy.previous_analysis_run" in client.get_run(fresh).data.tags
+
+
+def test_results_of_an_older_analysis_run_come_over_in_todays_form(tiny):
+    """An analysis run logged before qN/metrics.json (flat metrics q2_ci_low, ...): `--only q1` turns its
+    q2 numbers into q2/metrics.json and headline metrics q2/..., so the report still finds them."""
+    from mlflow.entities import Metric
+
+    client = tiny.client
+    run = client.get_run(tiny.run_id)
+    legacy = client.create_run(run.info.experiment_id, tags={
+        "agestudy.role": "analysis", "mlflow.parentRunId": tiny.run_id, "agestudy.analysed_run": tiny.run_id,
+        "agestudy.data_fingerprint": tiny.data.fingerprint, "agestudy.analyses": "q1,q2,q8"}).info.run_id
+    flat = {"q2_pooled_accuracy": 0.5, "q2_ci_low": 0.4, "q2_ci_high": 0.6, "q2_binom_pvalue": 0.9,
+            "q1_model_buffers": 7}
+    client.log_batch(legacy, metrics=[Metric(k, v, 0, 0) for k, v in flat.items()]
+                     + [Metric("q8_accuracy_by_n", 0.5 + n / 100, 0, n) for n in (1, 2, 3)])
+    chance = tiny.tmp / "legacy" / "chance.json"
+    chance.parent.mkdir()
+    chance.write_text("{}")
+    client.log_artifact(legacy, str(chance), "q2")
+    client.log_artifact(legacy, str(chance), "q8")
+    client.set_terminated(legacy)
+    client.set_tag(tiny.run_id, "agestudy.analysis_run", legacy)
+
+    out = run_analyses(tiny.run_id, only="q1", data=tiny.data, progress=False)
+    assert out["carried"] == ["q2", "q8"] and out["failed"] == {}
+    new = client.get_run(out["analysis_run_id"])
+    assert numbers(tiny, "q2", new.info.run_id) == {"pooled_accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                                                    "binom_pvalue": 0.9}
+    assert new.data.metrics["q2/pooled_accuracy"] == 0.5 and "q2/ci_low" not in new.data.metrics
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(new.info.run_id, "q8/accuracy_by_n"),
+                                              key=lambda m: m.step)] == [(1, 0.51), (2, 0.52), (3, 0.53)]
+    assert not any("_" in key.split("/")[0] for key in new.data.metrics)  # no flat qN_ name came over
+    assert new.data.tags["agestudy.analyses"] == "q1,q2,q8"
 
 
 def test_cli_help_lists_the_questions(capsys):
@@ -438,16 +537,21 @@ def test_a_failing_analysis_is_recorded_and_cleared_when_it_succeeds(tiny, monke
     def broken(ctx):
         raise RuntimeError("boom")
 
+    previous = tiny.client.get_run(tiny.client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"])
+    answered = set(previous.data.tags["agestudy.analyses"].split(",")) | {"q1"}
     monkeypatch.setattr(q1_structure, "run", broken)
     assert main(["--run", tiny.run_id, "--only", "q1", "--quiet"]) == 1  # the CLI says something failed
     assert "q1: FAILED: RuntimeError: boom" in capsys.readouterr().err
-    child = tiny.client.get_run(tiny.aid)
+    failed = tiny.client.get_run(tiny.run_id).data.tags["agestudy.analysis_run"]
+    child = tiny.client.get_run(failed)
+    assert child.data.tags["agestudy.previous_analysis_run"] == previous.info.run_id
     assert child.info.status == "FAILED" and child.data.tags["agestudy.q1_error"] == "RuntimeError: boom"
     assert "q1" not in child.data.tags["agestudy.analyses"].split(",")
+    assert not any(item.path == "q1" for item in tiny.client.list_artifacts(failed))  # no stale q1 results
 
     monkeypatch.undo()
     out = run_analyses(tiny.run_id, only="q1", progress=False)
-    assert out["failed"] == {} and out["analysis_run_id"] == tiny.aid
-    child = tiny.client.get_run(tiny.aid)
+    assert out["failed"] == {} and out["analysis_run_id"] not in (failed, previous.info.run_id)
+    child = tiny.client.get_run(out["analysis_run_id"])
     assert child.info.status == "FINISHED" and "agestudy.q1_error" not in child.data.tags
-    assert child.data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
+    assert set(child.data.tags["agestudy.analyses"].split(",")) == answered  # q1 again, the others carried over

@@ -14,6 +14,7 @@ import torch
 from conftest import REPO
 from torch import nn
 
+from agestudy import runs
 from agestudy.analyses import q11_cyclegan as judging
 from agestudy.cyclegan import (
     CycleGANConfig,
@@ -144,7 +145,10 @@ def test_one_epoch_run_is_tracked_and_judged(synthetic_root, tracking, tmp_path)
     assert run.info.status == "FINISHED" and run.data.tags["agestudy.role"] == "cyclegan"
     assert run.data.tags["agestudy.judge_run"] == judge.run_id
     assert run.data.params["epochs"] == "1" and run.data.params["size"] == "32"
-    assert len(client.get_metric_history(run.info.run_id, "train/cycle")) >= 1
+    assert len(client.get_metric_history(run.info.run_id, runs.cyclegan_metric("cycle"))) >= 1
+    for key in (runs.TRAIN_SECONDS, runs.TRAIN_ITERATIONS, runs.CYCLEGAN_PAIRS_PER_SECOND,
+                runs.judge_metric("old_cycle_l1")):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [runs.SUMMARY_STEP], key
     artifacts = {a.path for folder in ("samples", "judge", "model", "plots")
                  for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"samples/epoch_001.png", "judge/judge.json", "judge/grid.png", "judge/probabilities.png",
@@ -154,7 +158,7 @@ def test_one_epoch_run_is_tracked_and_judged(synthetic_root, tracking, tmp_path)
     assert table["young"]["n"] == n_young and table["judge_run"] == judge.run_id
     assert table["young"]["rise_fraction"] == pytest.approx(table["young"]["rise_count"] / n_young)
     assert 0 <= table["young"]["rise_ci_low"] <= table["young"]["rise_fraction"] <= table["young"]["rise_ci_high"] <= 1
-    assert run.data.metrics["judge/old_cycle_l1"] == pytest.approx(table["old"]["cycle_l1"])
+    assert run.data.metrics[runs.judge_metric("old_cycle_l1")] == pytest.approx(table["old"]["cycle_l1"])
     # the generators load back with weights_only=True and translate a face
     path = client.download_artifacts(run.info.run_id, "model/generators.pt", str(tmp_path))
     G, _, cfg = load_generators(path)

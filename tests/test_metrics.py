@@ -8,6 +8,7 @@ from PIL import Image
 
 from agestudy import metrics as M
 from agestudy.plots import gallery
+from agestudy.runs import TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 
 
 # --------------------------------------------------------------------------
@@ -167,17 +168,17 @@ def test_plot_confusion(tmp_path, toy):
 
 def test_plot_learning_curve(tmp_path):
     hist = {
-        "train_loss": [(i, 1.0 / (i + 1)) for i in range(0, 200, 5)],
-        "train_acc": [(i, 0.5 + i / 500) for i in range(0, 200, 5)],
-        "val_loss": [(50, 0.6), (100, 0.5), (150, 0.45)],
-        "val_acc": [(150, 0.78), (50, 0.62), (100, 0.7)],  # unsorted is fine
+        TRAIN_LOSS: [(i, 1.0 / (i + 1)) for i in range(0, 200, 5)],
+        TRAIN_ACC: [(i, 0.5 + i / 500) for i in range(0, 200, 5)],
+        VAL_LOSS: [(50, 0.6), (100, 0.5), (150, 0.45)],
+        VAL_ACC: [(150, 0.78), (50, 0.62), (100, 0.7)],  # unsorted is fine
     }
     _check_png(M.plot_learning_curve(hist, tmp_path / "lc.png"))
 
 
 @pytest.mark.parametrize(
     "hist",
-    [{}, {"train_loss": [(0, 0.7), (1, 0.6)]}, {"val_acc": []}, {"val_acc": [(10, 0.8)]}],
+    [{}, {TRAIN_LOSS: [(0, 0.7), (1, 0.6)]}, {VAL_ACC: []}, {VAL_ACC: [(10, 0.8)]}],
 )
 def test_plot_learning_curve_tolerates_missing_keys(tmp_path, hist):
     _check_png(M.plot_learning_curve(hist, tmp_path / "lc.png"))

@@ -160,7 +160,7 @@ def test_section_four_prints_the_runs_accuracy(study):
     assert match, section[:500]
     printed = float(f"{match.group(1)}.{match.group(2)}")
     decimals = len(match.group(2))
-    metric = study["final"].data.metrics["test_accuracy"]
+    metric = study["final"].data.metrics["test/accuracy"]
     assert printed == round(100 * metric, decimals)
     # the interval is there too, and the run that gave the number is named
     assert "Wilson" in section[:800]
@@ -262,7 +262,7 @@ def test_report_on_a_trial_run_says_what_is_missing(study):
     text = squash(pdf_text(out["pdf"]))
     assert "Not available yet" in text
     assert f"python -m agestudy.analyze --run {trial_id}" in text
-    assert "has no test_accuracy metric" in text
+    assert "has no test/accuracy metric" in text
 
 
 def test_section_eleven_shows_the_judged_cyclegan(study, tmp_path):
@@ -404,13 +404,13 @@ def test_numbers_are_the_ones_runs_logged(study, tmp_path):
     text = squash(pdf_text(study["fr_pdf"]))
     data = study["en_data"]
 
-    # question 4: the Wilson interval of test_accuracy on data.test_0 + data.test_1 images
+    # question 4: the Wilson interval of test/accuracy on data.test_0 + data.test_1 images
     n_test = int(final.data.params["data.test_0"]) + int(final.data.params["data.test_1"])
-    low, high = wilson_interval(final.data.metrics["test_accuracy"], n_test)
+    low, high = wilson_interval(final.data.metrics["test/accuracy"], n_test)
     section = _section(text, "4. Exactitude finale sur test", "5. Au-delà de l'exactitude")
     interval = f"[{100 * low:.2f} % ; {100 * high:.2f} %]".replace(".", ",")
     assert interval in section, (interval, section[:600])
-    assert data.sections["q04"].correct == round(final.data.metrics["test_accuracy"] * n_test)
+    assert data.sections["q04"].correct == round(final.data.metrics["test/accuracy"] * n_test)
 
     # question 6: the effects of the quick study's trials (there is no hyperparams study here)
     study_id = final.data.tags["mlflow.parentRunId"]

@@ -49,6 +49,79 @@ def test_tag_names_and_filter_strings_live_only_in_runs_py():
     assert not found, "MLflow tag names and run filters belong in agestudy/runs.py:\n" + "\n".join(found)
 
 
+# a metric name: a section, a slash, a name ("train/loss", "q8/gain"); artifact paths have a file extension
+METRIC_LITERAL = re.compile(r"^(train|val|test|model|study|judge|q\d+)/[A-Za-z0-9_]+$")
+METRIC_PREFIXES = ("train/", "val/", "test/", "model/", "study/", "judge/")
+TEMPLATES = PACKAGE.parent / "report_templates"
+
+
+def _reads_a_metric_by_literal(node) -> bool:
+    """run.data.metrics["x"], run.metrics.get("x"), client.get_metric_history(run_id, "x")."""
+    def literal(arg):
+        return isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "metrics":
+        return literal(node.slice)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        func = node.func
+        if func.attr == "get" and isinstance(func.value, ast.Attribute) and func.value.attr == "metrics":
+            return bool(node.args) and literal(node.args[0])
+        if func.attr == "get_metric_history":
+            return any(literal(arg) for arg in node.args[1:])
+    return False
+
+
+def test_metric_names_live_only_in_runs_py():
+    """Every metric name is written once, in agestudy/runs.py; the code and the templates read it from there."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "runs.py":
+            continue
+        where = path.relative_to(PACKAGE.parent)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and METRIC_LITERAL.match(node.value):
+                found.append(f"{where}:{node.lineno}: metric name {node.value!r}")
+            elif isinstance(node, ast.JoinedStr) and node.values:
+                head = node.values[0]
+                # f"train/{name}" (but not prose such as f"train/ has {n} images")
+                if isinstance(head, ast.Constant) and re.match(r"^[a-z]+/[A-Za-z0-9_]*$", str(head.value)) \
+                        and str(head.value).startswith(METRIC_PREFIXES) and len(node.values) > 1:
+                    found.append(f"{where}:{node.lineno}: metric name built in an f-string")
+            if _reads_a_metric_by_literal(node):
+                found.append(f"{where}:{node.lineno}: a metric read by a literal name")
+    for path in sorted(TEMPLATES.rglob("*.j2")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if re.search(r"metrics(\.get\(|\[)\s*[\"']", line):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{n}: a metric read by a literal name")
+    assert not found, "metric names belong in agestudy/runs.py:\n" + "\n".join(found)
+
+
+def test_metric_names_have_sections_and_say_what_they_replace():
+    from agestudy.analyses import QUESTIONS
+    from agestudy.studies import OBJECTIVES
+
+    names = {v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str) and METRIC_LITERAL.match(v)}
+    assert {runs.TRAIN_LOSS, runs.VAL_ACC, runs.TEST_ACCURACY, runs.MODEL_PARAMETERS, runs.STUDY_BEST_VALUE} <= names
+    assert set(runs.LEGACY_METRICS) <= names | {runs.measure_metric(m) for m in runs.TEST_MEASURES}
+    assert len(set(runs.LEGACY_METRICS.values())) == len(runs.LEGACY_METRICS)  # one old name each
+    assert runs.TRAIN_LEARNING_RATE != "lr"  # the schedule must not clash with the param lr
+    assert set(runs.OBJECTIVE_METRICS) == set(OBJECTIVES)  # the study files' words, each mapped to its curve
+    assert set(runs.ANALYSIS_HEADLINES) <= set(QUESTIONS) and set(runs.ANALYSIS_SERIES) <= set(QUESTIONS)
+    most = sum(map(len, runs.ANALYSIS_HEADLINES.values())) + sum(map(len, runs.ANALYSIS_SERIES.values()))
+    assert most <= runs.MAX_ANALYSIS_METRICS
+    assert runs.analysis_metric("q8", "gain") == "q8/gain" and runs.analysis_metrics_table("q8") == "q8/metrics.json"
+
+
+def test_older_metric_names_are_still_read():
+    old = {"test_accuracy": 0.8, "iterations": 12.0, "train/seconds": 3.0, "best_val_acc": float("nan")}
+    assert runs.run_metric(old, runs.TEST_ACCURACY) == 0.8
+    assert runs.run_metric(old, runs.TRAIN_SECONDS) == 3.0
+    assert runs.run_metric(old, runs.VAL_BEST_ACC) is None and runs.run_metric(old, runs.TEST_ECE) is None
+    assert runs.has_metric(old, runs.VAL_BEST_ACC) and not runs.has_metric(old, runs.TEST_ECE)
+    current = runs.with_current_names(old)
+    assert current[runs.TEST_ACCURACY] == 0.8 and current[runs.TRAIN_ITERATIONS] == 12.0 and current["iterations"]
+
+
 def test_tag_values_are_the_ones_existing_stores_hold():
     # changing one of these loses every run logged before: the report and analyses stop finding them
     assert (runs.ROLE_TAG, runs.STUDY_TAG, runs.ANALYSIS_RUN_TAG, runs.BEST_TRIAL_RUN_TAG) == (

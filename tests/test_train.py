@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agestudy import runs
 from agestudy.data import load_data
 from agestudy.errors import UserError
 from agestudy.models import MODELS, count_parameters, create_model
@@ -65,14 +66,24 @@ def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
     assert run.data.params["precision"] == "fp32" and run.data.params["device"] == "cpu"
     assert run.data.params["batch_size"] == "16" and run.data.params["epochs"] == "2"
 
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+    for key in (runs.TRAIN_LOSS, runs.TRAIN_ACC, runs.TRAIN_LEARNING_RATE, runs.VAL_LOSS, runs.VAL_ACC, runs.VAL_AUC):
         history = client.get_metric_history(run_id, key)
         steps = sorted(m.step for m in history)
         assert len(steps) >= 3 and len(set(steps)) == len(steps), key
-    for key in ("test_accuracy", "test_balanced_accuracy", "test_roc_auc", "test_log_loss", "test_brier", "test_ece"):
+    for measure in runs.TEST_MEASURES:
+        key = runs.measure_metric(measure)
         assert key in run.data.metrics
         assert run.data.metrics[key] == pytest.approx(final[key])
-    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert 0 <= run.data.metrics[runs.TEST_ACCURACY] <= 1
+    # the MLflow UI's sections: every metric name has one ("train/", "val/", "test/", "model/")
+    assert all("/" in key for key in run.data.metrics), sorted(run.data.metrics)
+    assert "lr" in run.data.params and "lr" not in run.data.metrics  # the schedule is train/learning_rate
+    # a summary is a number, not a curve: one value, at step 0
+    summaries = (runs.TRAIN_SECONDS, runs.TRAIN_IMAGES_PER_SECOND, runs.TRAIN_ITERATIONS, runs.MODEL_PARAMETERS,
+                 runs.VAL_BEST_ACC, runs.VAL_FINAL_ACC, runs.VAL_FINAL_AUC,
+                 *map(runs.measure_metric, runs.TEST_MEASURES))
+    for key in summaries:
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [runs.SUMMARY_STEP], key
     assert EXPECTED_ARTIFACTS <= set(_all_artifacts(client, run_id))
 
     # the logged weights load back (tensors only) and reproduce the logged test predictions
@@ -85,7 +96,7 @@ def test_tiny_training_run_is_fully_tracked(synthetic_root, tracking, tmp_path):
     logged_p1 = torch.tensor([float(r.rsplit(",", 1)[1]) for r in rows[1:]])
     assert torch.allclose(p1.float(), logged_p1, atol=1e-5)
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
-    assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+    assert acc == pytest.approx(run.data.metrics[runs.TEST_ACCURACY], abs=1e-9)
 
 
 def test_auto_options_are_logged_and_saved_as_what_they_became(synthetic_root, tracking, tmp_path):
@@ -116,9 +127,9 @@ def test_same_seed_same_metrics(synthetic_root, tracking, tmp_path):
     _, first, _ = train_and_log(cfg, data, progress=False)
     _, second, _ = train_and_log(cfg, data, progress=False)
     _, other_seed, _ = train_and_log(TrainConfig(**{**TINY, "epochs": 1, "ema": 0.9, "seed": 1}), data, progress=False)
-    for key in ("test_accuracy", "test_log_loss", "test_brier", "final_val_acc"):
+    for key in (runs.TEST_ACCURACY, runs.TEST_LOG_LOSS, runs.TEST_BRIER, runs.VAL_FINAL_ACC):
         assert first[key] == second[key], key
-    assert first["test_log_loss"] != other_seed["test_log_loss"]
+    assert first[runs.TEST_LOG_LOSS] != other_seed[runs.TEST_LOG_LOSS]
 
 
 def test_failed_run_ends_failed_with_the_error(synthetic_root, tracking, tmp_path):
@@ -167,7 +178,7 @@ def test_ensemble_members_train_apart_and_average(synthetic_root, tracking, tmp_
     assert torch.allclose(p1, (members[0] + members[1]) / 2, atol=1e-5)
     assert not torch.allclose(members[0], members[1])
     acc = ((p1 >= 0.5).long() == data.test.labels).double().mean().item()
-    assert acc == pytest.approx(final["test_accuracy"], abs=1e-9)
+    assert acc == pytest.approx(final[runs.TEST_ACCURACY], abs=1e-9)
 
 
 def test_one_set_of_defaults_checked_when_made(tmp_path, capsys):

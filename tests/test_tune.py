@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from agestudy import runs as contract
 from agestudy.errors import UserError
 from agestudy.studies import load_study
 
@@ -157,8 +158,8 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     assert by_trial[0].info.status == "FINISHED"
     assert by_trial[2].info.status == "KILLED" and by_trial[2].data.tags["agestudy.pruned"] == "true"
     assert by_trial[3].info.status == "FAILED" and "FloatingPointError" in by_trial[3].data.tags["agestudy.error"]
-    assert "test_accuracy" not in by_trial[0].data.metrics  # trials never look at test/
-    assert len(client.get_metric_history(by_trial[0].info.run_id, "val_acc")) == 6
+    assert not any(k.startswith("test/") for k in by_trial[0].data.metrics)  # trials never look at test/
+    assert len(client.get_metric_history(by_trial[0].info.run_id, contract.VAL_ACC)) == 6
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/optimization_history.png", "study/slice.png", "study/param_importances.png",
@@ -167,17 +168,33 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     planned = sum(t.user_attrs["epochs_planned"] for t in finished)
     trained = sum(t.user_attrs["epochs_done"] for t in finished)
     assert study.trials[2].user_attrs["epochs_done"] < 3  # the pruned trial stopped before its last epoch
-    assert parent.data.metrics["pruning_epochs_saved_fraction"] == pytest.approx(1 - trained / planned)
-    assert parent.data.metrics["pruning_epochs_saved_fraction"] > 0
+    assert parent.data.metrics[contract.STUDY_EPOCHS_SAVED] == pytest.approx(1 - trained / planned)
+    assert parent.data.metrics[contract.STUDY_EPOCHS_SAVED] > 0
 
     finals = [r for r in runs if r.data.tags.get("agestudy.role") == "final"]
     assert len(finals) == 1 and finals[0].info.status == "FINISHED"
-    assert finals[0].data.params["val_fraction"] == "0.0" and "test_accuracy" in finals[0].data.metrics
+    assert finals[0].data.params["val_fraction"] == "0.0" and contract.TEST_ACCURACY in finals[0].data.metrics
     assert finals[0].data.tags["agestudy.best_trial"] in ("0", "1")
     # the tuner analysed its final run (questions 1-12's evidence, logged to a child run)
     analysis = client.get_run(finals[0].data.tags["agestudy.analysis_run"])
     assert analysis.data.tags["agestudy.role"] == "analysis"
-    assert "q8_centre_accuracy" in analysis.data.metrics
+    assert "q8/gain" in analysis.data.metrics and len(analysis.data.metrics) <= contract.MAX_ANALYSIS_METRICS
+
+    # how the runs read in the MLflow UI: every metric in a section ("train/", "val/", "test/", "model/",
+    # "study/"; MLflow's own "system/"), each summary one value at step 0, the schedule apart from the param lr
+    for r in (parent, by_trial[0], by_trial[2], finals[0]):
+        assert r.data.metrics and all("/" in key for key in r.data.metrics), sorted(r.data.metrics)
+    summaries = {
+        parent.info.run_id: (contract.STUDY_TRIALS_COMPLETE, contract.STUDY_EPOCHS_SAVED, contract.STUDY_BEST_VALUE),
+        by_trial[0].info.run_id: (contract.VAL_BEST_ACC, contract.VAL_FINAL_ACC, contract.TRAIN_ITERATIONS),
+        finals[0].info.run_id: (contract.TEST_ACCURACY, contract.TEST_ECE, contract.TRAIN_SECONDS,
+                                contract.MODEL_PARAMETERS),
+    }
+    for run_id, keys in summaries.items():
+        for key in keys:
+            assert [m.step for m in client.get_metric_history(run_id, key)] == [contract.SUMMARY_STEP], key
+    assert len(client.get_metric_history(finals[0].info.run_id, contract.TRAIN_LEARNING_RATE)) > 1
+    assert "lr" in by_trial[0].data.params and "lr" not in by_trial[0].data.metrics
 
     # what the MLflow UI and optuna-dashboard show (issue: runs that read well in both)
     final = finals[0]
@@ -229,6 +246,9 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     _, runs = runs_of(tmp_path)
     assert sum(r.data.tags.get("agestudy.role") == "final" for r in runs) == 1
     assert sum(r.data.tags.get("agestudy.role") == "study" for r in runs) == 1
+    # the resumed study logged no second value of its unchanged summaries
+    parent = next(r for r in runs if r.data.tags.get("agestudy.role") == "study")
+    assert len(client.get_metric_history(parent.info.run_id, contract.STUDY_TRIALS_COMPLETE)) == 1
 
 
 # ----------------------------------------------------------------------------- crashes and workers

@@ -25,8 +25,11 @@ prints is one an analysis or a run logged: the report computes nothing.
 Everything goes to one child run of the analysed run (tags ``agestudy.role=analysis`` and
 ``mlflow.parentRunId``); the analysed run gets the tag ``agestudy.analysis_run`` pointing to
 it, so the report reads every number and figure from MLflow alone. Artifacts live under
-``q1/``, ``q2/``, ...; metric names start with ``q1_``, ``q2_``, .... Running again (say
-``--only q8``) logs into the same analysis run and replaces that question's results.
+``q1/``, ``q2/``, ...; each question's numbers in one table ``qN/metrics.json``, of which only
+a few headline numbers (and q8's accuracy curve) are also MLflow metrics ``qN/...``
+(agestudy/runs.py names them). Every run of the analyses makes a new analysis run, so no
+metric history ever gets a second value; with ``--only q8`` the new run carries over the
+other questions' results (artifacts, metrics, error tags) from the previous analysis run.
 """
 
 from __future__ import annotations
@@ -51,19 +54,29 @@ from agestudy.predict import predict_logits, probabilities
 from agestudy.runs import (
     ANALYSED_RUN_TAG,
     ANALYSES_DONE_TAG,
+    ANALYSIS_METRICS_FILE,
     ANALYSIS_RUN_TAG,
+    ANALYSIS_SERIES,
     DATA_FINGERPRINT_TAG,
     DATA_MISMATCH_TAG,
     DATA_ROOT_TAG,
+    EXTERNAL_TAG,
     MODEL_DIR,
     PARENT_RUN_TAG,
+    PREVIOUS_ANALYSIS_TAG,
     ROLE_ANALYSIS,
     ROLE_TAG,
+    SUMMARY_STEP,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
     WARNING_TAG,
     WEIGHTS_FILE,
+    active_run,
+    analysis_metric,
     has_artifact,
+    is_analysis_headline,
+    legacy_analysis_metric,
+    logged_number,
     question_error_tag,
     redact_uri,
 )
@@ -125,6 +138,7 @@ class AnalysisContext:
     options: dict = field(default_factory=dict)  # knobs for tests / quick runs, e.g. {"q12_steps": 30}
     question: str = "q0"  # set by run_analyses: prefix of metric names and artifact folder
     _cache: dict = field(default_factory=dict)
+    _numbers: dict = field(default_factory=dict)  # question -> what log_metrics got so far
 
     # --- options and files
     def option(self, name: str, default):
@@ -137,24 +151,32 @@ class AnalysisContext:
         return folder / name
 
     # --- logging into the analysis run
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+    def log_metrics(self, metrics: dict) -> None:
+        """This question's numbers: all of them into its table ``qN/metrics.json`` (merged with what the
+        question logged before; NaN and None written as null), and its headline numbers
+        (``runs.ANALYSIS_HEADLINES``) also as MLflow metrics ``qN/<name>``, once, at step 0."""
         from mlflow.entities import Metric
 
+        numbers = self._numbers.setdefault(self.question, {})
+        numbers.update(metrics)
+        self.log_table(ANALYSIS_METRICS_FILE, numbers)
         now = int(time.time() * 1000)
-        prefix = f"{self.question}_"
-        batch = [Metric(k if k.startswith(prefix) else prefix + k, float(v), now, step)
-                 for k, v in metrics.items() if v is not None]
-        for i in range(0, len(batch), 1000):  # MLflow's per-batch limit
-            self.client.log_batch(self.analysis_run_id, metrics=batch[i : i + 1000])
+        batch = [Metric(analysis_metric(self.question, k), value, now, SUMMARY_STEP) for k, v in metrics.items()
+                 if is_analysis_headline(self.question, k) and (value := logged_number(v)) is not None]
+        if batch:
+            self.client.log_batch(self.analysis_run_id, metrics=batch)
 
     def log_series(self, name: str, points) -> None:
-        """A curve as one metric history: ``points`` = [(step, value), ...]."""
+        """A real curve as one metric history ``qN/name``: ``points`` = [(step, value), ...]. Only the
+        curves ``runs.ANALYSIS_SERIES`` names: the analysis run keeps few metrics."""
         from mlflow.entities import Metric
 
+        if name not in ANALYSIS_SERIES.get(self.question, ()):
+            raise ValueError(f"{self.question}/{name} is not a series of agestudy.runs.ANALYSIS_SERIES")
         now = int(time.time() * 1000)
-        key = name if name.startswith(f"{self.question}_") else f"{self.question}_{name}"
+        key = analysis_metric(self.question, name)
         batch = [Metric(key, float(v), now, int(s)) for s, v in points]
-        for i in range(0, len(batch), 1000):
+        for i in range(0, len(batch), 1000):  # MLflow's per-batch limit
             self.client.log_batch(self.analysis_run_id, metrics=batch[i : i + 1000])
 
     def log_table(self, name: str, obj) -> Path:
@@ -280,24 +302,11 @@ def check_external(external) -> Path | None:
     return path.resolve()
 
 
-def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
-    """The analysed run's analysis child: the existing one (unless ``fresh``), else a new one."""
-    from mlflow.entities import RunTag
-
+def open_analysis_run(client, run, data: LabData, device) -> str:
+    """A new analysis child of ``run``, which the analysed run's tag ``agestudy.analysis_run`` then points to."""
     from agestudy.tracking import environment_tags
 
     run_id = run.info.run_id
-    environment = environment_tags(str(device), "fp32")
-    existing = run.data.tags.get(ANALYSIS_RUN_TAG)
-    if existing and not fresh:
-        try:
-            child = client.get_run(existing)
-        except Exception:  # noqa: BLE001 - from another store: start a new one
-            child = None
-        if child is not None and child.info.lifecycle_stage == "active":
-            client.update_run(existing, status="RUNNING")
-            client.log_batch(existing, tags=[RunTag(k, v) for k, v in environment.items()])  # today's versions
-            return existing
     tags = {
         ROLE_TAG: ROLE_ANALYSIS,
         PARENT_RUN_TAG: run_id,  # a plain tag: the parent is usually long finished
@@ -305,14 +314,70 @@ def open_analysis_run(client, run, data: LabData, fresh: bool, device) -> str:
         SYNTHETIC_TAG: str(data.synthetic).lower(),
         DATA_FINGERPRINT_TAG: data.fingerprint,
         DATA_ROOT_TAG: str(data.root),
-        **environment,
+        **environment_tags(str(device), "fp32"),
     }
     if data.synthetic:
         tags[WARNING_TAG] = SYNTHETIC_WARNING
+    previous = run.data.tags.get(ANALYSIS_RUN_TAG)
+    if previous:
+        tags[PREVIOUS_ANALYSIS_TAG] = previous
     child = client.create_run(run.info.experiment_id, tags=tags,
                               run_name=f"analysis-{run.data.tags.get('mlflow.runName', run_id[:8])}")
     client.set_tag(run_id, ANALYSIS_RUN_TAG, child.info.run_id)
     return child.info.run_id
+
+
+def previous_analysis_run(client, run, data: LabData):
+    """The analysis run the analysed run points to, when it analysed the same data; else None."""
+    previous = active_run(client, run.data.tags.get(ANALYSIS_RUN_TAG))
+    if previous is None or previous.data.tags.get(DATA_FINGERPRINT_TAG) != data.fingerprint:
+        return None
+    return previous
+
+
+def carry_over(client, previous, analysis_id: str, skip, folder: Path) -> list[str]:
+    """Copy into the analysis run ``analysis_id`` the results ``previous`` (an analysis run) holds for every
+    question but those of ``skip``: its ``qN/`` artifacts, its ``qN/...`` metric histories, its error tag
+    (and q10's photo folder). Results of an older analysis run (flat ``qN_name`` metrics) arrive in
+    today's form: a ``qN/metrics.json`` table and the headline metrics. Returns the questions copied."""
+    from mlflow.entities import Metric, RunTag
+
+    previous_id, tags, metrics = previous.info.run_id, previous.data.tags, previous.data.metrics
+    folders = {item.path for item in client.list_artifacts(previous_id) if item.is_dir}
+    carried = []
+    for q in QUESTIONS:
+        if q in skip:
+            continue
+        error = tags.get(question_error_tag(q))
+        if q not in folders and not error:
+            continue
+        batch, extra_tags = [], []
+        if q in folders:
+            (folder / q).mkdir(parents=True, exist_ok=True)
+            local = Path(client.download_artifacts(previous_id, q, str(folder / q)))
+            legacy = {k[len(q) + 1 :]: v for k, v in metrics.items() if k.startswith(legacy_analysis_metric(q, ""))}
+            table = local / ANALYSIS_METRICS_FILE
+            if legacy and not table.is_file():  # an analysis run from before qN/metrics.json
+                table.write_text(json.dumps(jsonable(legacy), indent=2))
+                now = int(time.time() * 1000)
+                batch += [Metric(analysis_metric(q, k), value, now, SUMMARY_STEP) for k, v in legacy.items()
+                          if is_analysis_headline(q, k) and (value := logged_number(v)) is not None]
+                for name in ANALYSIS_SERIES.get(q, ()):
+                    batch += [Metric(analysis_metric(q, name), m.value, m.timestamp, m.step)
+                              for m in client.get_metric_history(previous_id, legacy_analysis_metric(q, name))]
+            client.log_artifacts(analysis_id, str(local), artifact_path=q)
+        for key in metrics:
+            if key.startswith(analysis_metric(q, "")):
+                history = client.get_metric_history(previous_id, key)
+                batch += [Metric(key, m.value, m.timestamp, m.step) for m in history]
+        if error:
+            extra_tags.append(RunTag(question_error_tag(q), error))
+        if q == "q10" and EXTERNAL_TAG in tags:
+            extra_tags.append(RunTag(EXTERNAL_TAG, tags[EXTERNAL_TAG]))
+        for i in range(0, max(len(batch), 1), 1000):  # MLflow's per-batch limit
+            client.log_batch(analysis_id, metrics=batch[i : i + 1000], tags=extra_tags if i == 0 else [])
+        carried.append(q)
+    return carried
 
 
 def _headline(values: dict) -> str:
@@ -325,11 +390,13 @@ def _headline(values: dict) -> str:
 def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data: LabData | None = None,
                  cache_dir=None, device: str = "auto", options: dict | None = None, fresh: bool = False,
                  progress: bool = True) -> dict:
-    """Run the chosen analyses on ``run_id``'s model and log them to its analysis run.
+    """Run the chosen analyses on ``run_id``'s model and log them to a new analysis run.
 
-    Returns ``{"analysis_run_id": id, "results": {q: headline numbers}, "failed": {q: error}}``.
-    A failing analysis is recorded (tag ``agestudy.<q>_error``) and the others still run; the
-    analysis run then ends FAILED instead of FINISHED.
+    The other questions' results come over from the previous analysis run (the one the tag
+    ``agestudy.analysis_run`` named, when it analysed the same data), unless ``fresh``; that run is
+    left as it was. Returns ``{"analysis_run_id": id, "results": {q: headline numbers}, "failed":
+    {q: error}, "carried": [q, ...]}``. A failing analysis is recorded (tag ``agestudy.<q>_error``)
+    and the others still run; the analysis run then ends FAILED instead of FINISHED.
     """
     from mlflow.tracking import MlflowClient
 
@@ -353,19 +420,24 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
         if logged and logged != data.fingerprint:
             say(f"[analyze] warning: the data differ from what run {run_id[:8]} trained on "
                 f"(fingerprint {data.fingerprint} vs {logged})")
-        analysis_id = open_analysis_run(client, run, data, fresh, torch_device)
-        if logged and logged != data.fingerprint:
-            client.set_tag(analysis_id, DATA_MISMATCH_TAG, f"analysed {data.fingerprint}, trained {logged}")
-        say(f"[analyze] run {run_id} ({cfg.model}, {data.root}); logging to analysis run {analysis_id}")
-        if data.synthetic:
-            say("[analyze] *** SYNTHETIC demo data: these analyses say nothing about real faces ***")
-        ctx = AnalysisContext(run_id=run_id, analysis_run_id=analysis_id, model=model, cfg=cfg, data=data,
-                              device=torch_device, out_dir=tmp / "out", client=client,
-                              experiment_id=run.info.experiment_id, external=external, options=dict(options or {}))
-        results, failed = {}, {}
-        old_tags = client.get_run(analysis_id).data.tags
+        previous = None if fresh else previous_analysis_run(client, run, data)
+        analysis_id = open_analysis_run(client, run, data, torch_device)
         status = "FAILED"
+        results, failed, carried = {}, {}, []
         try:
+            if logged and logged != data.fingerprint:
+                client.set_tag(analysis_id, DATA_MISMATCH_TAG, f"analysed {data.fingerprint}, trained {logged}")
+            say(f"[analyze] run {run_id} ({cfg.model}, {data.root}); logging to a new analysis run {analysis_id}")
+            if previous is not None:
+                carried = carry_over(client, previous, analysis_id, questions, tmp / "previous")
+                if carried:
+                    say(f"[analyze] carried over from analysis run {previous.info.run_id}: {', '.join(carried)}")
+            if data.synthetic:
+                say("[analyze] *** SYNTHETIC demo data: these analyses say nothing about real faces ***")
+            ctx = AnalysisContext(run_id=run_id, analysis_run_id=analysis_id, model=model, cfg=cfg, data=data,
+                                  device=torch_device, out_dir=tmp / "out", client=client,
+                                  experiment_id=run.info.experiment_id, external=external,
+                                  options=dict(options or {}))
             for q in questions:
                 module_name, title = QUESTIONS[q]
                 ctx.question = q
@@ -374,8 +446,6 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
                 try:
                     module = importlib.import_module(f"agestudy.analyses.{module_name}")
                     results[q] = module.run(ctx) or {}
-                    if question_error_tag(q) in old_tags:  # an earlier attempt failed; this one did not
-                        client.delete_tag(analysis_id, question_error_tag(q))
                     say(f"[analyze] {q}: done in {time.perf_counter() - start:.1f} s: {_headline(results[q])}")
                 except Exception as err:  # noqa: BLE001 - one failing analysis must not lose the others
                     failed[q] = f"{type(err).__name__}: {err}"
@@ -383,7 +453,8 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
                     say(f"[analyze] {q}: FAILED: {failed[q]}")
                     if not isinstance(err, UserError):
                         traceback.print_exc(file=sys.stderr)
-            done = set(filter(None, old_tags.get(ANALYSES_DONE_TAG, "").split(",")))
+            done = set(filter(None, previous.data.tags.get(ANALYSES_DONE_TAG, "").split(","))) & set(carried) \
+                if previous is not None else set()
             done = (done | set(results)) - set(failed)
             client.set_tag(analysis_id, ANALYSES_DONE_TAG, ",".join(q for q in QUESTIONS if q in done))
             status = "FINISHED" if not failed else "FAILED"
@@ -392,4 +463,4 @@ def run_analyses(run_id: str, only=None, external=None, data_root=None, *, data:
             raise
         finally:
             client.set_terminated(analysis_id, status=status)
-    return {"analysis_run_id": analysis_id, "results": results, "failed": failed}
+    return {"analysis_run_id": analysis_id, "results": results, "failed": failed, "carried": carried}

@@ -21,6 +21,7 @@ changed, measured: mean change by horizontal band of the face, high-frequency en
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from agestudy.models import split_members
 from agestudy.models.cyclegan import to_gan_input, to_uint8_frame, translate
 from agestudy.plots import image_rows, plt, save
 from agestudy.predict import model_inputs
-from agestudy.runs import JUDGE_GRID, JUDGE_SCATTER, JUDGE_TABLE
+from agestudy.runs import JUDGE_GRID, JUDGE_SCATTER, JUDGE_TABLE, SUMMARY_STEP, judge_metric
 
 N_SHOWN = 8  # faces of each group in the judge's grid
 N_BOOT = 100  # bootstrap resamples of the Frechet distances
@@ -299,14 +300,13 @@ def judge_and_log(client, run_id: str, judge_run, G, Fy, test, size: int, device
                        f"Judge {judge_id[:8]} on CycleGAN run {run_id[:8]}")
     for name in (JUDGE_TABLE, JUDGE_GRID, JUDGE_SCATTER):
         client.log_artifact(run_id, str(out_dir / Path(name).name), str(Path(name).parent))
-    values = {"judge/accuracy_roundtrip": summary["judge_accuracy_roundtrip"]}
+    values = {"accuracy_roundtrip": summary["judge_accuracy_roundtrip"]}
     for group in ("young", "old"):
         s = summary[group]
-        values.update({f"judge/{group}_rise_fraction": s["rise_fraction"],
-                       f"judge/{group}_flip_fraction": s["flip_fraction"],
-                       f"judge/{group}_delta_mean": s["delta_mean"],
-                       f"judge/{group}_cycle_l1": s["cycle_l1"],
-                       f"judge/{group}_fd_to_target": s["fd_to_target"]["value"],
-                       f"judge/{group}_fd_real_to_target": s["fd_real_to_target"]["value"]})
-    client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in values.items()])
+        values.update({f"{group}_rise_fraction": s["rise_fraction"], f"{group}_flip_fraction": s["flip_fraction"],
+                       f"{group}_delta_mean": s["delta_mean"], f"{group}_cycle_l1": s["cycle_l1"],
+                       f"{group}_fd_to_target": s["fd_to_target"]["value"],
+                       f"{group}_fd_real_to_target": s["fd_real_to_target"]["value"]})
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(judge_metric(k), float(v), now, SUMMARY_STEP) for k, v in values.items()])
     return summary

@@ -1,7 +1,7 @@
 """Q3: the learning curves (loss and accuracy, training and validation, against iterations).
 
 Nothing is retrained: the curves are the metric histories the analysed run logged
-(train_loss, train_acc, val_loss, val_acc), and, for a final run trained on all of train/,
+(train/loss, train/acc, val/loss, val/acc), and, for a final run trained on all of train/,
 those of its study's best trial (same configuration, with a validation split: dashes). One
 figure per report language (``q3/learning_curves_fr.png``, ``..._en.png``: the axis labels
 differ), and ``q3/learning_curves.json`` with the numbers the report prints beside them.
@@ -10,9 +10,10 @@ differ), and ``q3/learning_curves.json`` with the numbers the report prints besi
 from __future__ import annotations
 
 from agestudy.plots import plt, save
-from agestudy.runs import best_trial_run, logged_number
+from agestudy.runs import TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS, best_trial_run, logged_number, metric_history
 
-KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+CURVES = {"train_loss": TRAIN_LOSS, "train_acc": TRAIN_ACC, "val_loss": VAL_LOSS, "val_acc": VAL_ACC}
+KEYS = tuple(CURVES)
 TARGET = 0.75  # the lab's accuracy target, drawn as a dotted line
 # the figure's words, once per report language (agestudy.report.render.LANGS)
 WORDS = {
@@ -24,9 +25,8 @@ WORDS = {
 
 
 def histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """The run's logged curves, each sorted by step: {"train_loss": [(step, value), ...], ...}."""
-    return {key: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
-            for key in KEYS}
+    """The run's logged curves, each sorted by step: {"train_loss": [(step, value), ...], ...} (train/loss, ...)."""
+    return {key: metric_history(client, run_id, name) for key, name in CURVES.items()}
 
 
 def run(ctx) -> dict:

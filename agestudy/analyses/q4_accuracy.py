@@ -1,17 +1,30 @@
 """Q4: the final test accuracy's 95 % interval, and when accuracy first passed 75 %.
 
-Nothing is measured again: the accuracy is the analysed run's ``test_accuracy`` metric and
+Nothing is measured again: the accuracy is the analysed run's ``test/accuracy`` metric and
 the number of test images its params ``data.test_0`` + ``data.test_1``; the interval is
 Wilson's. When validation accuracy first passed 75 % comes from the run itself when it held
 out a validation split, else from its study's best trial (the same configuration trained on
 part of train/: a final run trains on all of it). The training accuracy's first pass comes
-from the run's own ``train_acc`` history. Everything goes to ``q4/accuracy.json``.
+from the run's own ``train/acc`` history. Everything goes to ``q4/accuracy.json``.
 """
 
 from __future__ import annotations
 
 from agestudy.analyses.stats import wilson_interval
-from agestudy.runs import best_trial_run, logged_number
+from agestudy.runs import (
+    FIRST_VAL_ACC75_SECONDS,
+    FIRST_VAL_ACC75_STEP,
+    TEST_ACCURACY,
+    TRAIN_ACC,
+    TRAIN_ITERATIONS,
+    TRAIN_SECONDS,
+    VAL_BEST_ACC,
+    best_trial_run,
+    has_metric,
+    logged_number,
+    metric_history,
+    run_metric,
+)
 
 TARGET = 0.75
 
@@ -24,19 +37,19 @@ def _int_param(params: dict, key: str) -> int | None:
 
 
 def _has_val(run) -> bool:
-    return _int_param(run.data.params, "data.n_val") not in (None, 0) or "best_val_acc" in run.data.metrics
+    return _int_param(run.data.params, "data.n_val") not in (None, 0) or has_metric(run.data.metrics, VAL_BEST_ACC)
 
 
 def first_pass(run, is_own: bool) -> dict:
     """When validation accuracy first reached 75 % in ``run`` (the metrics training logged), with its context."""
     params, metrics = run.data.params, run.data.metrics
-    step = logged_number(metrics.get("first_val_acc75_step"))
+    step = run_metric(metrics, FIRST_VAL_ACC75_STEP)
     val_fraction = logged_number(params.get("val_fraction"))
     return {"run_id": run.info.run_id, "is_own": is_own, "reached": step is not None, "step": step,
-            "seconds": logged_number(metrics.get("first_val_acc75_seconds")),
-            "best_val_acc": logged_number(metrics.get("best_val_acc")),
-            "iterations": logged_number(metrics.get("iterations")),
-            "train_seconds": logged_number(metrics.get("train_seconds")),
+            "seconds": run_metric(metrics, FIRST_VAL_ACC75_SECONDS),
+            "best_val_acc": run_metric(metrics, VAL_BEST_ACC),
+            "iterations": run_metric(metrics, TRAIN_ITERATIONS),
+            "train_seconds": run_metric(metrics, TRAIN_SECONDS),
             "val_fraction": val_fraction,
             "train_fraction": 1 - val_fraction if val_fraction is not None else None,
             "evals_per_epoch": params.get("evals_per_epoch", "?")}
@@ -45,7 +58,7 @@ def first_pass(run, is_own: bool) -> dict:
 def run(ctx) -> dict:
     analysed = ctx.analysed_run()
     params = analysed.data.params
-    accuracy = logged_number(analysed.data.metrics.get("test_accuracy"))
+    accuracy = run_metric(analysed.data.metrics, TEST_ACCURACY)
     counts = [_int_param(params, f"data.test_{c}") for c in (0, 1)]
     n_test = sum(c or 0 for c in counts)
     out = {"accuracy": accuracy, "n_test": n_test, "ci_low": None, "ci_high": None, "correct": None}
@@ -62,7 +75,7 @@ def run(ctx) -> dict:
         out["first75"] = first_pass(trial, is_own=False)
 
     # training accuracy (a running mean over log_every iterations of augmented batches)
-    train = sorted((int(m.step), float(m.value)) for m in ctx.client.get_metric_history(ctx.run_id, "train_acc"))
+    train = metric_history(ctx.client, ctx.run_id, TRAIN_ACC)
     out["train75_step"] = next((step for step, value in train if value >= TARGET), None)
     out["train_acc_points"] = len(train)
     ctx.log_table("accuracy", out)

@@ -21,11 +21,12 @@ from agestudy.analyses.stats import hyperparameter_effects
 from agestudy.runs import (
     DATA_FINGERPRINT_TAG,
     OBJECTIVE_TAG,
+    STUDY_BEST_VALUE,
     STUDY_IMPORTANCES,
     STUDY_TRIALS,
     has_artifact,
     latest_study_run,
-    logged_number,
+    run_metric,
     study_run,
 )
 
@@ -71,6 +72,6 @@ def run(ctx) -> dict:
     }
     ctx.log_table("effects", out)
     headline = {"n_complete": out["n_complete"], "n_pruned": out["n_pruned"], "n_failed": out["n_failed"],
-                "best_value": logged_number(study.data.metrics.get("best_value"))}
+                "best_value": run_metric(study.data.metrics, STUDY_BEST_VALUE)}
     ctx.log_metrics(headline)
     return {k: v for k, v in headline.items() if v is not None}

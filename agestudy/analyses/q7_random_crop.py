@@ -43,8 +43,11 @@ from agestudy.runs import (
     ROLE_TRIAL,
     STUDY_TRIALS,
     TRIAL_TAG,
+    VAL_BEST_ACC,
+    VAL_FINAL_ACC,
     find_runs,
     latest_study_run,
+    run_metric,
 )
 
 STUDY = "augmentation"
@@ -74,7 +77,7 @@ def measure_trial(ctx, run, tmp: Path) -> dict:
     row = {"run_id": run.info.run_id, "trial": run.data.tags.get(TRIAL_TAG),
            "random_crop": params["random_crop"] == "True", "padding": int(params.get("padding", 0)),
            "flip": params.get("flip") == "True", "epochs": int(params.get("epochs", 0)),
-           "val_acc": metrics.get("final_val_acc"), "best_val_acc": metrics.get("best_val_acc"),
+           "val_acc": run_metric(metrics, VAL_FINAL_ACC), "best_val_acc": run_metric(metrics, VAL_BEST_ACC),
            "train_acc": None, "test_acc": None, "gap": None}
     try:
         model_dir = ctx.client.download_artifacts(run.info.run_id, MODEL_DIR, str(tmp / run.info.run_id))

@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 
+from agestudy import runs
 from agestudy.errors import UserError
 from agestudy.report.sections import SECTIONS
 from agestudy.resources import resource_dir
@@ -147,6 +148,7 @@ def make_env(lang: str):
                              extensions=["jinja2.ext.i18n"])
     env.install_gettext_translations(translations(lang), newstyle=True)
     env.filters.update(make_filters(lang))
+    env.globals["runs"] = runs  # the run contract: templates name metrics as runs.TEST_ACCURACY, ...
     return env
 
 

@@ -8,18 +8,18 @@ interval, the count of right images and when accuracy first passed 75 % come fro
 from __future__ import annotations
 
 from agestudy.report.sections.sources import read_analysis, table
-from agestudy.runs import logged_number
+from agestudy.runs import TEST_ACCURACY, TEST_BALANCED_ACCURACY, TRAIN_ITERATIONS, TRAIN_SECONDS, run_metric
 
 ACCURACY = "q4/accuracy.json"
 SOURCES = {
-    "ci_low": table(ACCURACY, "ci_low", optional=True),  # Wilson 95 % interval of test_accuracy
+    "ci_low": table(ACCURACY, "ci_low", optional=True),  # Wilson 95 % interval of test/accuracy
     "ci_high": table(ACCURACY, "ci_high", optional=True),
     "correct": table(ACCURACY, "correct", optional=True),  # int: test images right
     # dict (null when no linked run has validation): run_id, is_own, reached, step, seconds, best_val_acc,
     # iterations, train_seconds, val_fraction, train_fraction, evals_per_epoch
     "first75": table(ACCURACY, "first75", optional=True),
     "train75_step": table(ACCURACY, "train75_step", optional=True),  # first train_acc >= 75 %, or null
-    "train_acc_points": table(ACCURACY, "train_acc_points"),  # int: points of the run's train_acc history
+    "train_acc_points": table(ACCURACY, "train_acc_points"),  # int: points of the run's train/acc history
 }
 
 
@@ -27,11 +27,11 @@ def build(ctx) -> dict:
     run = ctx.run
     return {
         **read_analysis(ctx, "q4", SOURCES),
-        "accuracy": logged_number(run.metrics.get("test_accuracy")),
-        "balanced_accuracy": logged_number(run.metrics.get("test_balanced_accuracy")),
+        "accuracy": run_metric(run.metrics, TEST_ACCURACY),
+        "balanced_accuracy": run_metric(run.metrics, TEST_BALANCED_ACCURACY),
         "n_test": ctx.data["n_test"],  # params data.test_0 + data.test_1, as on the title page
         "own_has_val": ctx.data["n_val"] not in (None, 0),  # the run held out a validation split (param data.n_val)
         "eval_flip": str(run.params.get("eval_flip", "False")).lower() == "true",
-        "iterations": logged_number(run.metrics.get("iterations")),
-        "train_seconds": logged_number(run.metrics.get("train_seconds")),
+        "iterations": run_metric(run.metrics, TRAIN_ITERATIONS),
+        "train_seconds": run_metric(run.metrics, TRAIN_SECONDS),
     }

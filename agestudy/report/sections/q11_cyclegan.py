@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from agestudy.runs import (
     CYCLEGAN_LOSS_PLOT,
+    CYCLEGAN_PAIRS_PER_SECOND,
     CYCLEGAN_SAMPLES_DIR,
     DATA_FINGERPRINT_TAG,
     JUDGE_GRID,
@@ -19,6 +20,7 @@ from agestudy.runs import (
     JUDGE_TABLE,
     ROLE_CYCLEGAN,
     SYNTHETIC_TAG,
+    TRAIN_SECONDS,
     logged_number,
 )
 
@@ -45,8 +47,8 @@ def build(ctx) -> dict:
         same_data=chosen.tags.get(DATA_FINGERPRINT_TAG) == fingerprint,
         synthetic=chosen.tags.get(SYNTHETIC_TAG) == "true",
         params={k: chosen.params.get(k) for k in PARAMS},
-        seconds=logged_number(chosen.metrics.get("train/seconds")),
-        pairs_per_second=logged_number(chosen.metrics.get("train/pairs_per_second")),
+        seconds=logged_number(chosen.metrics.get(TRAIN_SECONDS)),
+        pairs_per_second=logged_number(chosen.metrics.get(CYCLEGAN_PAIRS_PER_SECOND)),
         grid=store.figure(chosen.id, JUDGE_GRID),
         scatter=store.figure(chosen.id, JUDGE_SCATTER),
         losses=store.figure(chosen.id, CYCLEGAN_LOSS_PLOT),

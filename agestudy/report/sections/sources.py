@@ -6,7 +6,8 @@ run (tag ``agestudy.role=analysis``); the analysed run points to it with the tag
 the names its template reads (``q.name``), the values say where each item lives in that
 analysis run:
 
-    metric("q2_ci_low")                      the latest value of a metric of the analysis run
+    metric("ci_low")                         one number of the question's table qN/metrics.json
+                                             (what the analysis logged with ctx.log_metrics)
     figure("q2/p1_histograms.png")           an image artifact (downloaded next to the report);
                                              "{lang}" in the path becomes the report's language
     table("q1/structure_model.json")         a whole JSON artifact
@@ -24,13 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agestudy.runs import logged_number, question_error_tag
+from agestudy.runs import analysis_metrics_table, legacy_analysis_metric, logged_number, question_error_tag
 
 
 @dataclass(frozen=True)
 class Source:
     kind: str  # "metric" | "figure" | "table"
-    path: str  # metric name or artifact path inside the analysis run
+    path: str  # a number's name in the question's qN/metrics.json, or an artifact path inside the analysis run
     key: str | None = None  # for tables: dotted path inside the JSON document
     optional: bool = False
 
@@ -47,11 +48,15 @@ def table(path: str, key: str | None = None, optional: bool = False) -> Source:
     return Source("table", path, key, optional=optional)
 
 
-def resolve(ctx, source: Source):
-    """One item's value in the analysis run, or None."""
+def resolve(ctx, source: Source, question: str):
+    """One item of question ``question`` ("q2") in the analysis run, or None."""
     analysis = ctx.analysis
     if source.kind == "metric":
-        return logged_number(analysis.metrics.get(source.path))
+        numbers = ctx.store.json(analysis.id, analysis_metrics_table(question))
+        if isinstance(numbers, dict):
+            return logged_number(numbers.get(source.path))
+        # an analysis run from before qN/metrics.json: the number was a flat metric qN_name
+        return logged_number(analysis.metrics.get(legacy_analysis_metric(question, source.path)))
     if source.kind == "figure":
         return ctx.store.figure(analysis.id, source.path.format(lang=ctx.lang))
     doc = ctx.store.json(analysis.id, source.path)
@@ -74,7 +79,7 @@ def read_analysis(ctx, question: str, sources: dict[str, Source]) -> dict:
     if ctx.analysis is None:
         return {**dict.fromkeys(sources), "key": question, "run_id": None, "available": False,
                 "missing": list(sources), "reason": "no_run", "error": ""}
-    items = {name: resolve(ctx, source) for name, source in sources.items()}
+    items = {name: resolve(ctx, source, question) for name, source in sources.items()}
     missing = [name for name, source in sources.items() if items[name] is None and not source.optional]
     error = ctx.analysis.tags.get(question_error_tag(question)) or ""
     required = sum(not source.optional for source in sources.values())
