@@ -118,8 +118,9 @@ def predict_proba(model, images: torch.Tensor, view: str, aug: AugmentConfig, de
 
 class AgeClassifier(torch.nn.Module):
     """A trained network as one self-contained predictor, what the registered MLflow model serves:
-    uint8 RGB images (N x 3 x 100 x 100, or N x 100 x 100 x 3 as image libraries give them) ->
-    P(aged 52-62) for each (N, float32), through the run's own evaluation view."""
+    uint8 RGB images N x 3 x 100 x 100 -> P(aged 52-62) for each (N, float32), through the run's own
+    evaluation view. Called directly (not through the exported MLflow model) it also takes
+    N x 100 x 100 x 3, as image libraries give them."""
 
     def __init__(self, model: torch.nn.Module, aug: AugmentConfig):
         super().__init__()

@@ -191,17 +191,21 @@ def _digest(fingerprint: str, context: str, n: int) -> str:
 
 def log_classifier(model, aug, register: bool = False) -> str | None:
     """Log the trained network as an MLflow model (mlflow.pytorch, wrapped as agestudy.predict.AgeClassifier:
-    uint8 images in, P(aged 52-62) out, with signature and input example, agestudy's code inside it so it
-    loads anywhere with torch), and with ``register`` make it a new version of the registered model,
-    aliased BEST_ALIAS. Returns the version, or None when not registered."""
+    uint8 images N x 3 x 100 x 100 in, P(aged 52-62) out, with signature and input example), and with
+    ``register`` make it a new version of the registered model, aliased BEST_ALIAS. Returns the version,
+    or None when not registered.
+
+    Saved as "pt2" (torch.export: a traced graph, batch size free), so loading it runs no pickled code
+    and needs neither agestudy nor its classes: torch and MLflow are enough.
+    """
     import copy
+    import warnings
 
     import mlflow
     import numpy as np
     import torch
     from mlflow.models import infer_signature
 
-    import agestudy
     from agestudy.predict import AgeClassifier
     from agestudy.runs import BEST_ALIAS, LOGGED_MODEL_NAME, REGISTERED_MODEL
 
@@ -209,11 +213,13 @@ def log_classifier(model, aug, register: bool = False) -> str | None:
     example = np.random.default_rng(0).integers(0, 256, (2, 3, 100, 100), dtype=np.uint8)  # no real face
     with torch.no_grad():
         output = served(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        served, name=LOGGED_MODEL_NAME, signature=infer_signature(example, output), input_example=example,
-        code_paths=[str(Path(agestudy.__file__).parent)],  # AgeClassifier and the networks' classes
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],  # no slow inference of them
-        registered_model_name=REGISTERED_MODEL if register else None)
+    with warnings.catch_warnings():  # torch.export's notes on CPU weights: ours are on the CPU
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pytorch.log_model(
+            served, name=LOGGED_MODEL_NAME, signature=infer_signature(example, output), input_example=example,
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],  # no slow inference of them
+            registered_model_name=REGISTERED_MODEL if register else None)
     if not register:
         return None
     version = str(info.registered_model_version)
