@@ -38,9 +38,17 @@ def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, m
     found = re.fullmatch(r"ratios: agestudy / model alone (\d+)%; agestudy / tuned standard ([\d.]+)x; "
                          r"agestudy / notebook ([\d.]+)x", last)
     assert found, last
-    assert abs(int(found.group(1)) - 100 * ours / bare) <= 1  # printed as a whole percentage
-    assert abs(float(found.group(2)) - ours / tuned) <= 0.01 + 0.01 * ours / tuned  # two decimals
-    assert abs(float(found.group(3)) - ours / naive) <= 0.01 + 0.01 * ours / naive
+
+    def agrees(printed: float, num: float, den: float, last_digit: float) -> bool:
+        # the rates are printed to 0.1 images/s, the ratio from the exact ones: it lies between the
+        # ratios of the rounded rates' extremes, give or take its own rounding (a CI run once saw a
+        # percentage 1.1 points from the printed rates, hence the margin)
+        low, high = (num - 0.05) / (den + 0.05), (num + 0.05) / max(den - 0.05, 1e-9)
+        return low - last_digit <= printed <= high + last_digit
+
+    assert agrees(int(found.group(1)) / 100, ours, bare, 0.015)  # a whole percentage
+    assert agrees(float(found.group(2)), ours, tuned, 0.01)  # two decimals
+    assert agrees(float(found.group(3)), ours, naive, 0.01)
 
 
 def test_bench_rejects_bad_arguments_without_traceback(tmp_path):
