@@ -38,6 +38,7 @@ from agestudy.runs import (
     CYCLEGAN_SAMPLES_DIR,
     CYCLEGAN_WEIGHTS,
     DATA_FINGERPRINT_TAG,
+    DESCRIPTION_TAG,
     ERROR_TAG,
     INTERRUPTED_TAG,
     JUDGE_RUN_TAG,
@@ -46,6 +47,7 @@ from agestudy.runs import (
     ROLE_TAG,
     ROLE_TRAIN,
     SUMMARY_STEP,
+    SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
     TRAIN_ITERATIONS,
@@ -408,9 +410,9 @@ def run_cyclegan(cfg: CycleGANConfig, data, experiment_id: str, judge: str | Non
     grid_every = max(1, math.ceil(cfg.epochs / cfg.grids))
     description = (f"CycleGAN between the two age groups of {data.root}/train ({len(young_u8)} young, "
                    f"{len(old_u8)} old faces) at {cfg.size}x{cfg.size}, {cfg.epochs} epochs"
-                   + ("; SYNTHETIC demo data, not real faces" if data.synthetic else ""))
+                   + (". " + SYNTHETIC_SENTENCE if data.synthetic else ""))
     tags = {ROLE_TAG: ROLE_CYCLEGAN, SYNTHETIC_TAG: str(data.synthetic).lower(), AUTO_TAG: ",".join(auto),
-            DATA_FINGERPRINT_TAG: data.fingerprint, "mlflow.note.content": description,
+            DATA_FINGERPRINT_TAG: data.fingerprint, DESCRIPTION_TAG: description,
             **environment_tags(str(device), cfg.precision)}
     if judge_run is not None:
         tags[JUDGE_RUN_TAG] = judge_run.info.run_id

@@ -95,6 +95,10 @@ MODEL_CONFIG = f"{MODEL_DIR}/{CONFIG_FILE}"
 LOGGED_MODEL_NAME = "classifier"
 REGISTERED_MODEL = "agestudy-age-classifier"
 BEST_ALIAS = "best"  # the latest study's final run: models:/agestudy-age-classifier@best
+REGISTERED_MODEL_DESCRIPTION = (
+    "agestudy's age classifier (the CACD lab): uint8 RGB face crops, N x 3 x 100 x 100, in; P(aged 52-62) "
+    "out (label 1; label 0 is aged 20-26). Each version is a study's final run, described by it. Load the "
+    "latest with mlflow.pyfunc.load_model('models:/agestudy-age-classifier@best').")
 
 # figures of a training run
 LEARNING_CURVE_PLOT = "plots/learning_curve.png"

@@ -189,11 +189,11 @@ def _digest(fingerprint: str, context: str, n: int) -> str:
     return hashlib.sha256(f"{fingerprint}/{context}/{n}".encode()).hexdigest()[:12]
 
 
-def log_classifier(model, aug, register: bool = False) -> str | None:
+def log_classifier(model, aug, register: bool = False, description: str = "") -> str | None:
     """Log the trained network as an MLflow model (mlflow.pytorch, wrapped as agestudy.predict.AgeClassifier:
     uint8 images N x 3 x 100 x 100 in, P(aged 52-62) out, with signature and input example), and with
-    ``register`` make it a new version of the registered model, aliased BEST_ALIAS. Returns the version,
-    or None when not registered.
+    ``register`` make it a new version of the registered model, aliased BEST_ALIAS, described by
+    ``description`` (the run's). Returns the version, or None when not registered.
 
     Saved as "pt2" (torch.export: a traced graph, batch size free), so loading it runs no pickled code
     and needs neither agestudy nor its classes: torch and MLflow are enough.
@@ -207,7 +207,7 @@ def log_classifier(model, aug, register: bool = False) -> str | None:
     from mlflow.models import infer_signature
 
     from agestudy.predict import AgeClassifier
-    from agestudy.runs import BEST_ALIAS, LOGGED_MODEL_NAME, REGISTERED_MODEL
+    from agestudy.runs import BEST_ALIAS, LOGGED_MODEL_NAME, REGISTERED_MODEL, REGISTERED_MODEL_DESCRIPTION
 
     served = AgeClassifier(copy.deepcopy(model).float().cpu(), aug).eval()
     example = np.random.default_rng(0).integers(0, 256, (2, 3, 100, 100), dtype=np.uint8)  # no real face
@@ -223,5 +223,9 @@ def log_classifier(model, aug, register: bool = False) -> str | None:
     if not register:
         return None
     version = str(info.registered_model_version)
-    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, BEST_ALIAS, version)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(REGISTERED_MODEL, BEST_ALIAS, version)
+    client.update_registered_model(REGISTERED_MODEL, description=REGISTERED_MODEL_DESCRIPTION)
+    if description:
+        client.update_model_version(REGISTERED_MODEL, version, description=description)
     return version

@@ -187,7 +187,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                          DATA_FINGERPRINT_TAG: data.fingerprint, **(tags or {})})
         if data.synthetic:
             mlflow.set_tag(WARNING_TAG, SYNTHETIC_WARNING)
-        mlflow.set_tag(DESCRIPTION_TAG, run_description(description or "A training run", cfg, data, train, val, test))
+        about = run_description(description or "A training run", cfg, data, train, val, test)
+        mlflow.set_tag(DESCRIPTION_TAG, about)
         log_splits(data, train, val, test=test)
         buffer = MetricBuffer(run_id)
         status = "FAILED"
@@ -226,7 +227,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 mlflow.log_metrics(final, step=SUMMARY_STEP)
                 mlflow.log_artifacts(str(out))
             if register:
-                version = log_classifier(result.model, cfg.augment(), register=True)
+                version = log_classifier(result.model, cfg.augment(), register=True, description=about)
                 mlflow.set_tag(REGISTERED_VERSION_TAG, version)
             status = "FINISHED"
             return TrainedRun(run_id, final, False)

@@ -120,6 +120,8 @@ def test_every_analysis_ran_into_a_tagged_child_run(tiny):
     assert child.data.tags["agestudy.role"] == "analysis"
     assert child.data.tags["mlflow.parentRunId"] == tiny.run_id
     assert child.data.tags["agestudy.synthetic"] == "true"
+    assert "questions answered about run" in child.data.tags["mlflow.note.content"]
+    assert "SYNTHETIC" in child.data.tags["mlflow.note.content"]
     assert child.data.tags["agestudy.analyses"] == ",".join(QUESTIONS)
     assert parent.data.tags["agestudy.analysis_run"] == tiny.aid
     for q in QUESTIONS:  # every question logged its numbers, and a headline metric or two, under qN/

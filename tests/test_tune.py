@@ -217,6 +217,8 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     version = client.get_model_version_by_alias("agestudy-age-classifier", "best")
     assert version.run_id == final.info.run_id == client.get_run(final.info.run_id).info.run_id
     assert final.data.tags["agestudy.registered_version"] == str(version.version)
+    assert version.description == final.data.tags["mlflow.note.content"]  # the version says what it is
+    assert "P(aged 52-62)" in client.get_registered_model("agestudy-age-classifier").description
     served = mlflow.pyfunc.load_model("models:/agestudy-age-classifier@best")
     faces = np.random.default_rng(1).integers(0, 256, (5, 3, 100, 100), dtype=np.uint8)
     p1 = served.predict(faces)

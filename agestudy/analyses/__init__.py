@@ -60,6 +60,7 @@ from agestudy.runs import (
     DATA_FINGERPRINT_TAG,
     DATA_MISMATCH_TAG,
     DATA_ROOT_TAG,
+    DESCRIPTION_TAG,
     EXTERNAL_TAG,
     MODEL_DIR,
     PARENT_RUN_TAG,
@@ -67,6 +68,7 @@ from agestudy.runs import (
     ROLE_ANALYSIS,
     ROLE_TAG,
     SUMMARY_STEP,
+    SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
     SYNTHETIC_WARNING,
     WARNING_TAG,
@@ -318,11 +320,15 @@ def open_analysis_run(client, run, data: LabData, device) -> str:
     }
     if data.synthetic:
         tags[WARNING_TAG] = SYNTHETIC_WARNING
+    name = run.info.run_name or run_id[:8]
+    tags[DESCRIPTION_TAG] = (f"The lab's questions answered about run {name} ({run_id}): its model measured on "
+                             f"{data.root} (python -m agestudy.analyze); each question's numbers in qN/metrics.json, "
+                             "its figures and tables under qN/." + (" " + SYNTHETIC_SENTENCE if data.synthetic else ""))
     previous = run.data.tags.get(ANALYSIS_RUN_TAG)
     if previous:
         tags[PREVIOUS_ANALYSIS_TAG] = previous
     child = client.create_run(run.info.experiment_id, tags=tags,
-                              run_name=f"analysis-{run.data.tags.get('mlflow.runName', run_id[:8])}")
+                              run_name=f"analysis-{name}")
     client.set_tag(run_id, ANALYSIS_RUN_TAG, child.info.run_id)
     return child.info.run_id
 
