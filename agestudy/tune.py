@@ -218,11 +218,12 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         trial.set_user_attr("worker_pid", os.getpid())
         values = {p.name: p.suggest(trial) for p in spec.space}
         cfg = spec.trial_config(values)
-        state = {"evals": 0, "value": float("nan"), "epochs": 0}
+        state = {"evals": 0, "value": float("nan"), "epochs": 0, "steps": []}
 
         def on_validation(step, epoch, scores):
             state["evals"] += 1
             state["step"] = step
+            state["steps"].append(step)
             state["value"] = objective_value(spec, scores)
             state["epochs"] = epoch + 1
             # report once per validation; the step is the validation index, comparable across batch sizes
@@ -241,6 +242,8 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
                                         f"{OBJECTIVES[spec.objective]}",
                             on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
         trial.set_user_attr(f"last_{spec.objective}", state["value"])
+        # Optuna counts validations 1, 2, ...; the trial's MLflow run logged them at these iterations
+        trial.set_user_attr("mlflow_step_of_validation", state["steps"])
         if run.stopped:
             # epochs trained so far, in fractions of an epoch (validations happen within epochs); where it
             # stopped, as Optuna counts (validations) and as MLflow does (iterations: the runs' step axis)

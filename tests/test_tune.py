@@ -236,6 +236,10 @@ def test_study_tracks_trials_prunes_fails_and_refits(synthetic_root, tmp_path):
     assert study.trials[2].user_attrs["pruned_at_validation"] >= 1
     assert study.trials[2].user_attrs["pruned_at_iteration"] >= 1
     assert "last_val_acc" in study.trials[0].user_attrs
+    # Optuna's step k is the k-th validation; the attribute maps it to the MLflow run's step
+    val_steps = [m.step for m in client.get_metric_history(by_trial[0].info.run_id, "val/acc")]
+    assert study.trials[0].user_attrs["mlflow_step_of_validation"] == sorted(val_steps)
+    assert len(study.trials[0].intermediate_values) == len(val_steps)
     study = load(study_path, storage)
     assert study.user_attrs["final_run_id"] == final.info.run_id and "final_test_accuracy" in study.user_attrs
 
