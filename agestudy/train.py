@@ -139,6 +139,34 @@ def run_description(what: str, cfg: TrainConfig, data: LabData, train, val, test
     return text + (" " + SYNTHETIC_SENTENCE if data.synthetic else "")
 
 
+def log_run_setup(cfg: TrainConfig, data: LabData, train, val, auto: list[str], tags: dict, test: bool) -> None:
+    """What the active run is, before it trains: every option (resolved) and the data as params, its
+    tags (the synthetic warning among them), and its data splits as MLflow dataset inputs."""
+    import mlflow
+
+    from agestudy.tracking import log_splits
+
+    mlflow.log_params({**asdict(cfg), **data_params(data), "data.n_train_used": len(train),
+                       "data.n_val": len(val) if val is not None else 0})
+    mlflow.set_tags({SYNTHETIC_TAG: str(data.synthetic).lower(), AUTO_TAG: ",".join(auto),
+                     DATA_FINGERPRINT_TAG: data.fingerprint, **tags})
+    if data.synthetic:
+        mlflow.set_tag(WARNING_TAG, SYNTHETIC_WARNING)
+    log_splits(data, train, val, test=test)
+
+
+def summary_metrics(result, has_val: bool) -> dict[str, float]:
+    """The run's summaries, logged once each at SUMMARY_STEP (a number, not a curve)."""
+    final = {TRAIN_SECONDS: result.train_seconds, TRAIN_IMAGES_PER_SECOND: result.images_per_second,
+             TRAIN_ITERATIONS: result.iterations, MODEL_PARAMETERS: count_parameters(result.model)}
+    if has_val:
+        final.update({VAL_BEST_ACC: result.best_val_acc, VAL_FINAL_ACC: result.final_val_acc,
+                      VAL_FINAL_AUC: result.final_val_auc})
+    if result.first_75:
+        final.update({FIRST_VAL_ACC75_STEP: result.first_75[0], FIRST_VAL_ACC75_SECONDS: result.first_75[1]})
+    return final
+
+
 class TrainedRun(NamedTuple):
     run_id: str
     metrics: dict
@@ -160,13 +188,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     import mlflow
 
     from agestudy import metrics as M
-    from agestudy.tracking import (
-        MetricBuffer,
-        environment_tags,
-        log_classifier,
-        log_splits,
-        system_metrics_available,
-    )
+    from agestudy.tracking import MetricBuffer, environment_tags, log_classifier, system_metrics_available
 
     device = devices.select_device(cfg.device)
     train, val = cfg.split(data.train)
@@ -181,15 +203,8 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
         run_id = run.info.run_id
         if on_run_start is not None:
             on_run_start(run_id)
-        mlflow.log_params({**asdict(cfg), **data_params(data), "data.n_train_used": len(train),
-                           "data.n_val": len(val) if val is not None else 0})
-        mlflow.set_tags({SYNTHETIC_TAG: str(data.synthetic).lower(), AUTO_TAG: ",".join(auto),
-                         DATA_FINGERPRINT_TAG: data.fingerprint, **(tags or {})})
-        if data.synthetic:
-            mlflow.set_tag(WARNING_TAG, SYNTHETIC_WARNING)
         about = run_description(description or "A training run", cfg, data, train, val, test)
-        mlflow.set_tag(DESCRIPTION_TAG, about)
-        log_splits(data, train, val, test=test)
+        log_run_setup(cfg, data, train, val, auto, {**(tags or {}), DESCRIPTION_TAG: about}, test)
         buffer = MetricBuffer(run_id)
         status = "FAILED"
         try:
@@ -203,17 +218,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
                 return TrainedRun(run_id, {}, True)
             precision = result.precision
             mlflow.set_tags(environment_tags(str(device), precision))
-            final = {  # the run's summaries: one value each, at SUMMARY_STEP (a number, not a curve)
-                TRAIN_SECONDS: result.train_seconds,
-                TRAIN_IMAGES_PER_SECOND: result.images_per_second,
-                TRAIN_ITERATIONS: result.iterations,
-                MODEL_PARAMETERS: count_parameters(result.model),
-            }
-            if val is not None:
-                final.update({VAL_BEST_ACC: result.best_val_acc, VAL_FINAL_ACC: result.final_val_acc,
-                              VAL_FINAL_AUC: result.final_val_auc})
-            if result.first_75:
-                final.update({FIRST_VAL_ACC75_STEP: result.first_75[0], FIRST_VAL_ACC75_SECONDS: result.first_75[1]})
+            final = summary_metrics(result, has_val=val is not None)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
                 if test:
