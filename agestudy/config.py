@@ -91,6 +91,14 @@ class TrainConfig:
             return train, None
         return train.split(self.val_fraction, self.seed)
 
+    def fold(self, train: ImageSet, folds: int, fold: int, repeat: int = 0) -> tuple[ImageSet, ImageSet]:
+        """The images fold ``fold`` (0 .. folds-1) of repeat ``repeat`` of a repeated stratified
+        k-fold cross-validation of ``train`` fits and holds out: the one place that derives the
+        folds (seeded by ``seed + repeat``: each repeat shuffles anew, and the same seed gives the
+        same folds to every configuration compared). The held-out parts of one repeat are disjoint
+        and cover ``train`` once. Only ever train/: test/ stays out of model selection."""
+        return train.fold(folds, fold, repeat, self.seed)
+
     def augment(self) -> AugmentConfig:
         return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,
                              random_crop=self.random_crop, scale=self.scale, rotate=self.rotate,

@@ -21,6 +21,8 @@ from agestudy.errors import UserError
 ROLE_TAG = "agestudy.role"
 STUDY_TAG = "agestudy.study"
 TRIAL_TAG = "agestudy.trial"  # a trial's Optuna number
+FOLD_TAG = "agestudy.fold"  # on a fold run of a cross-validated trial: its fold, 0 .. folds-1 (TrainConfig.fold)
+REPEAT_TAG = "agestudy.repeat"  # ... and its repeat of the k-fold split, 0 .. repeats-1
 BEST_TRIAL_TAG = "agestudy.best_trial"  # on a final run: the Optuna number of the trial it refits
 BEST_TRIAL_RUN_TAG = "agestudy.best_trial_run"  # on a final run: that trial's run id
 # MLflow's own parent link, set as a plain tag: the parent may be finished or in another process
@@ -78,6 +80,7 @@ def question_error_tag(question: str) -> str:
 ROLE_TRAIN = "train"  # python -m agestudy.train
 ROLE_STUDY = "study"  # an Optuna study's parent run
 ROLE_TRIAL = "trial"  # one trial of a study (child of its study run)
+ROLE_FOLD = "fold"  # one fold of a cross-validated trial (child of its trial run, which trains nothing itself)
 ROLE_FINAL = "final"  # the best trial refitted on all of train/ and measured on test/: what the report shows
 ROLE_ANALYSIS = "analysis"  # the analyses of one run (child of the analysed run)
 ROLE_CYCLEGAN = "cyclegan"  # python -m agestudy.cyclegan: question 11's generators and their judgement
@@ -174,8 +177,20 @@ TEST_LOG_LOSS = measure_metric("log_loss")
 TEST_BRIER = measure_metric("brier")
 TEST_ECE = measure_metric("ece")
 
-# a study file's objective ("val_acc" | "val_auc", the word in studies/*.toml) -> the curve it maximises
-OBJECTIVE_METRICS = {"val_acc": VAL_ACC, "val_auc": VAL_AUC}
+# a cross-validated trial's run (agestudy/tune.py; its child fold runs are the training runs): per fold,
+# the fold run's VAL_FINAL_ACC / VAL_FINAL_AUC at step = the fold's index in the order trained (repeat x
+# folds + fold, from 0, as the fold run's name says); then their mean and standard deviation at SUMMARY_STEP
+CV_FOLD_ACC = "cv/fold_acc"
+CV_FOLD_AUC = "cv/fold_auc"
+CV_MEAN_ACC = "cv/mean_acc"
+CV_SD_ACC = "cv/sd_acc"
+CV_MEAN_AUC = "cv/mean_auc"
+CV_SD_AUC = "cv/sd_auc"
+CV_N_FOLDS = "cv/n_folds"  # folds x repeats: how many models the mean is over
+
+# a study file's objective (the word in studies/*.toml) -> the metric it maximises: a curve of each
+# trial's run (val_acc, val_auc: its last value) or a cross-validated trial's summary (cv_accuracy, cv_auc)
+OBJECTIVE_METRICS = {"val_acc": VAL_ACC, "val_auc": VAL_AUC, "cv_accuracy": CV_MEAN_ACC, "cv_auc": CV_MEAN_AUC}
 
 # the summaries of a study run (agestudy/tune.py, after its trials)
 STUDY_TRIALS_COMPLETE = "study/n_trials_complete"

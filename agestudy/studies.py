@@ -1,7 +1,9 @@
 """Optuna studies as data: a TOML file names the search space, sampler, pruner, objective and budget.
 
-    [study]    name, objective ("val_acc" | "val_auc"), n_trials, timeout (s), description
-    [sampler]  type = "tpe" | "random", seed, n_startup_trials
+    [study]    name, objective, n_trials, timeout (s), description, and for a cross-validated
+               objective folds = 5 (2-10) and repeats = 1 (1-5)
+    [sampler]  type = "tpe" | "random" | "grid", seed, n_startup_trials
+               ("grid": every combination of the categorical choices, once each)
     [pruner]   type = "median" | "hyperband" | "none", and its options
     [fixed]    training options every trial shares (any TrainConfig field)
     [space.X]  one entry per searched TrainConfig field X:
@@ -10,11 +12,21 @@
                  {type = "categorical", choices = [...]}
     [refit]    training options for the final retraining on all of train/ (default: none changed)
 
+Objectives: "val_acc" / "val_auc" judge a trial by one model trained on train/ less a
+validation split (val_fraction, 10 % by default) and scored on it: cheap, but a few hundred
+images decide. "cv_accuracy" / "cv_auc" judge it by repeated stratified k-fold cross-validation
+of train/: the trial trains one model per fold (folds x repeats models, each fitting
+(folds-1)/folds of train/ and scored on the rest; folds drawn by TrainConfig.fold, the same for
+every trial of a seed) and its value is the mean of the folds' final validation accuracy (or
+ROC AUC), their spread logged beside it. The pruner then counts folds: it sees the running mean
+after each fold (n_warmup_steps, min_resource are in folds). test/ is never used to choose.
+
 Everything is checked before any training starts: unknown keys, unknown fields, bad ranges.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -25,8 +37,11 @@ from agestudy.errors import UserError
 from agestudy.resources import resource_dir
 
 STUDIES_DIR = resource_dir("studies")  # studies/ of the source tree, or the installed copy
-OBJECTIVES = {"val_acc": "validation accuracy", "val_auc": "validation ROC AUC"}
-SAMPLERS = {"tpe", "random"}
+OBJECTIVES = {"val_acc": "validation accuracy", "val_auc": "validation ROC AUC",
+              "cv_accuracy": "cross-validated accuracy", "cv_auc": "cross-validated ROC AUC"}
+CV_OBJECTIVES = {"cv_accuracy", "cv_auc"}
+FOLDS_RANGE, REPEATS_RANGE = (2, 10), (1, 5)  # [study] folds and repeats of a cross-validated objective
+SAMPLERS = {"tpe", "random", "grid"}
 PRUNERS = {"median", "hyperband", "none"}
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Options that belong to the run, not to the search.
@@ -64,9 +79,22 @@ class StudySpec:
     fixed: dict = field(default_factory=dict)
     space: list[Param] = field(default_factory=list)
     refit: dict = field(default_factory=dict)
+    folds: int = 5  # cross-validated objectives only
+    repeats: int = 1
+
+    @property
+    def cv(self) -> bool:
+        """Whether trials are judged by repeated stratified k-fold cross-validation of train/."""
+        return self.objective in CV_OBJECTIVES
+
+    def grid_size(self) -> int:
+        """Configurations a grid sampler goes through: the product of the choices."""
+        return math.prod(len(p.choices or ()) for p in self.space)
 
     def trial_config(self, values: dict) -> TrainConfig:
-        return TrainConfig(**{**self.fixed, **values})
+        # a cross-validated trial's models each hold out one fold: val_fraction says how much (1/folds)
+        held_out = {"val_fraction": 1 / self.folds} if self.cv else {}
+        return TrainConfig(**{**self.fixed, **values, **held_out})
 
     def refit_config(self, values: dict) -> TrainConfig:
         return TrainConfig(**{**self.fixed, **values, **self.refit, "val_fraction": 0.0})
@@ -144,10 +172,17 @@ def load_study(study: str | Path | None) -> StudySpec:
         raise UserError(f"{path}: not valid TOML: {err}") from None
     _check_keys("top level", doc, {"study", "sampler", "pruner", "fixed", "space", "refit"}, path)
     meta = doc.get("study", {})
-    _check_keys("study", meta, {"name", "description", "objective", "n_trials", "timeout"}, path)
+    _check_keys("study", meta, {"name", "description", "objective", "n_trials", "timeout", "folds", "repeats"}, path)
     objective = meta.get("objective", "val_acc")
     if objective not in OBJECTIVES:
         raise UserError(f"{path}: objective must be one of {sorted(OBJECTIVES)}, not {objective!r}")
+    folds, repeats = meta.get("folds", 5), meta.get("repeats", 1)
+    for key, value, (low, high) in (("folds", folds, FOLDS_RANGE), ("repeats", repeats, REPEATS_RANGE)):
+        if key in meta and objective not in CV_OBJECTIVES:
+            raise UserError(f"{path}: [study] {key} is for a cross-validated objective "
+                            f"({' or '.join(sorted(CV_OBJECTIVES))}), not {objective!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UserError(f"{path}: [study] {key} must be a whole number from {low} to {high}, not {value!r}")
     n_trials = meta.get("n_trials", 10)
     if not isinstance(n_trials, int) or n_trials < 1:
         raise UserError(f"{path}: n_trials must be a whole number >= 1")
@@ -167,14 +202,21 @@ def load_study(study: str | Path | None) -> StudySpec:
 
     fixed = doc.get("fixed", {})
     _check_train_values("fixed", fixed, path)
+    if objective in CV_OBJECTIVES and "val_fraction" in fixed:
+        raise UserError(f"{path}: [fixed] val_fraction has no use with a cross-validated objective "
+                        f"(each model holds out one of the {folds} folds)")
     refit = doc.get("refit", {})
     _check_train_values("refit", refit, path)
     space = [_parse_param(name, table, path) for name, table in doc.get("space", {}).items()]
     overlap = sorted(set(fixed) & {p.name for p in space})
     if overlap:
         raise UserError(f"{path}: {overlap} are both fixed and searched")
+    if sampler["type"] == "grid" and not space:
+        raise UserError(f"{path}: a grid sampler needs a [space.X] to go through")
+    if sampler["type"] == "grid" and any(p.type != "categorical" for p in space):
+        raise UserError(f"{path}: a grid sampler takes categorical [space.X] only (the configurations to compare)")
     spec = StudySpec(name=meta.get("name", path.stem), path=path, description=meta.get("description", ""),
                      objective=objective, n_trials=n_trials, timeout=timeout, sampler=sampler, pruner=pruner,
-                     fixed=fixed, space=space, refit=refit)
+                     fixed=fixed, space=space, refit=refit, folds=folds, repeats=repeats)
     spec.trial_config({})  # the fixed options make a valid configuration (checked on construction)
     return spec

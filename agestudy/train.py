@@ -176,7 +176,7 @@ class TrainedRun(NamedTuple):
 def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, tags: dict | None = None,
                   parent_run_id: str | None = None, on_validation=None, on_run_start=None, test: bool = True,
                   progress: bool = True, system_metrics: bool = True, description: str | None = None,
-                  register: bool = False) -> TrainedRun:
+                  register: bool = False, split: tuple | None = None) -> TrainedRun:
     """Train, evaluate on test/ (unless ``test=False``: tuning trials never look at it), and log
     everything to one MLflow run.
 
@@ -191,7 +191,7 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
     from agestudy.tracking import MetricBuffer, environment_tags, log_classifier, system_metrics_available
 
     device = devices.select_device(cfg.device)
-    train, val = cfg.split(data.train)
+    train, val = split if split is not None else cfg.split(data.train)  # split: (fit, validation), e.g. a CV fold
     # every "auto" made concrete for this machine and data: the logged params and the saved
     # config say exactly what was trained, and the model can be rebuilt on any machine
     auto = auto_fields(cfg)

@@ -10,11 +10,18 @@ Optuna study -> fail the trials of dead workers -> one MLflow parent run for the
 trials as child runs (pruned on validation accuracy) -> study plots and trial table on the
 parent run -> retrain the best configuration on all of train/ and measure it on test/
 (the run tagged ``agestudy.role=final``, which the report uses).
+
+With a cross-validated objective (``cv_accuracy``, ``cv_auc``) a trial's run trains nothing
+itself: its child runs (role ``fold``) train one model per fold of a repeated stratified
+k-fold split of train/, and the trial's run logs each fold's score (``cv/fold_acc``, step =
+the fold's index) and their mean and spread (``cv/mean_acc``, ``cv/sd_acc``). The pruner
+sees the running mean after each fold.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -32,13 +39,26 @@ from agestudy.errors import UserError, cli_entry
 from agestudy.runs import (
     BEST_TRIAL_RUN_TAG,
     BEST_TRIAL_TAG,
+    CV_FOLD_ACC,
+    CV_FOLD_AUC,
+    CV_MEAN_ACC,
+    CV_MEAN_AUC,
+    CV_N_FOLDS,
+    CV_SD_ACC,
+    CV_SD_AUC,
     DATA_FINGERPRINT_TAG,
     DESCRIPTION_TAG,
     ERROR_TAG,
+    FOLD_TAG,
     OBJECTIVE_METRICS,
     OBJECTIVE_TAG,
+    PARENT_RUN_TAG,
+    PRUNED_NAME_SUFFIX,
+    PRUNED_TAG,
     PRUNER_TAG,
+    REPEAT_TAG,
     ROLE_FINAL,
+    ROLE_FOLD,
     ROLE_STUDY,
     ROLE_TAG,
     ROLE_TRIAL,
@@ -59,10 +79,14 @@ from agestudy.runs import (
     SUMMARY_STEP,
     SYNTHETIC_SENTENCE,
     SYNTHETIC_TAG,
+    SYNTHETIC_WARNING,
     TEST_ACCURACY,
     TEST_ECE,
     TEST_ROC_AUC,
     TRIAL_TAG,
+    VAL_FINAL_ACC,
+    VAL_FINAL_AUC,
+    WARNING_TAG,
     check_reachable,
     find_runs,
     redact_uri,
@@ -112,6 +136,8 @@ def create_sampler(spec: StudySpec):
     s = spec.sampler
     if s["type"] == "random":
         return optuna.samplers.RandomSampler(seed=s.get("seed"))
+    if s["type"] == "grid":
+        return optuna.samplers.GridSampler({p.name: p.choices for p in spec.space}, seed=s.get("seed"))
     return optuna.samplers.TPESampler(seed=s.get("seed"), n_startup_trials=s.get("n_startup_trials", 5),
                                       multivariate=s.get("multivariate", True))
 
@@ -192,10 +218,14 @@ def close_orphan_runs(study) -> list[str]:
             run = client.get_run(run_id)
         except Exception:  # noqa: BLE001 - run deleted by hand
             continue
-        if run.info.status == "RUNNING":
-            client.set_tag(run_id, ERROR_TAG, trial.user_attrs.get("fail_reason", "worker died"))
-            client.set_terminated(run_id, status="FAILED")
-            closed.append(run_id)
+        # a cross-validated trial's run and the fold run it was training
+        folds = find_runs(client, [run.info.experiment_id], role=ROLE_FOLD, status="RUNNING",
+                          extra={PARENT_RUN_TAG: run_id})
+        for orphan in [run, *folds]:
+            if orphan.info.status == "RUNNING":
+                client.set_tag(orphan.info.run_id, ERROR_TAG, trial.user_attrs.get("fail_reason", "worker died"))
+                client.set_terminated(orphan.info.run_id, status="FAILED")
+                closed.append(orphan.info.run_id)
     return closed
 
 
@@ -218,6 +248,10 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         trial.set_user_attr("worker_pid", os.getpid())
         values = {p.name: p.suggest(trial) for p in spec.space}
         cfg = spec.trial_config(values)
+        searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        searched = searched or "no searched option"
+        if spec.cv:
+            return cross_validate(trial, spec, cfg, data, parent_run_id, searched, progress, system_metrics)
         state = {"evals": 0, "value": float("nan"), "epochs": 0, "steps": []}
 
         def on_validation(step, epoch, scores):
@@ -233,8 +267,6 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         epochs = cfg.epochs_for(n_trial_train)
         trial.set_user_attr("epochs_planned", epochs)
         tags = {ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number)}
-        searched = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        searched = searched or "no searched option"
         run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
                             parent_run_id=parent_run_id, on_validation=on_validation, test=False, progress=progress,
                             system_metrics=system_metrics,
@@ -255,6 +287,100 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
         return state["value"]
 
     return objective
+
+
+def cross_validate(trial, spec: StudySpec, cfg, data: LabData, parent_run_id: str, searched: str, progress: bool,
+                   system_metrics: bool = True) -> float:
+    """A cross-validated trial: one model per fold of a repeated stratified k-fold split of train/
+    (TrainConfig.fold), each a child run (role ``fold``) of the trial's run, which trains nothing
+    itself and logs the folds' scores, their mean and standard deviation. Returns the mean of
+    the folds' final validation accuracy (or ROC AUC); the pruner sees the running mean after
+    each fold (step = folds done). test/ is never touched."""
+    import statistics
+    from dataclasses import asdict
+
+    import mlflow
+    import optuna
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from agestudy.train import train_and_log
+
+    client = MlflowClient()
+    total = spec.folds * spec.repeats
+    name = f"{spec.name}-trial-{trial.number}"
+    key = "auc" if spec.objective == "cv_auc" else "acc"
+    repeated = f", repeated {spec.repeats} times with new folds" if spec.repeats > 1 else ""
+    about = (f"Trial {trial.number} of study '{spec.name}' ({searched}), scored by {OBJECTIVES[spec.objective]}: "
+             f"the mean over a {spec.folds}-fold stratified cross-validation of train/{repeated} ({total} models, "
+             f"its child runs, each scored on the fold it held out); never shown test/.")
+    tags = {PARENT_RUN_TAG: parent_run_id, ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number),
+            DESCRIPTION_TAG: about + (" " + SYNTHETIC_SENTENCE if data.synthetic else ""),
+            SYNTHETIC_TAG: str(data.synthetic).lower(), DATA_FINGERPRINT_TAG: data.fingerprint}
+    if data.synthetic:
+        tags[WARNING_TAG] = SYNTHETIC_WARNING
+    run_id = client.create_run(client.get_run(parent_run_id).info.experiment_id, run_name=name, tags=tags).info.run_id
+    trial.set_user_attr(RUN_ID_ATTR, run_id)
+    cv_params = {"cv.folds": spec.folds, "cv.repeats": spec.repeats}
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in {**asdict(cfg), **cv_params}.items()])
+    epochs = cfg.epochs_for(len(data.train) - round(len(data.train) / spec.folds))
+    trial.set_user_attr("epochs_planned", epochs * total)
+    scores = {"acc": [], "auc": []}
+    status = "FAILED"
+    try:
+        # index: the fold's place in the order trained (0 .. folds x repeats - 1), as MLflow numbers it;
+        # Optuna's step is the number of folds done (index + 1)
+        for index, (repeat, fold) in enumerate(itertools.product(range(spec.repeats), range(spec.folds))):
+            done = index + 1
+            where = f"fold {fold + 1} of {spec.folds}"
+            where += f", repeat {repeat + 1} of {spec.repeats}" if spec.repeats > 1 else ""
+            fold_params = {**cv_params, "cv.fold": fold, "cv.repeat": repeat}
+            result = train_and_log(
+                cfg, data, run_name=f"{name}-fold-{index}", parent_run_id=run_id, test=False, progress=progress,
+                tags={ROLE_TAG: ROLE_FOLD, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number), FOLD_TAG: str(fold),
+                      REPEAT_TAG: str(repeat)},
+                system_metrics=system_metrics, split=cfg.fold(data.train, spec.folds, fold, repeat),
+                description=f"Trial {trial.number} of study '{spec.name}' ({searched}), {where} of its "
+                            "cross-validation: validated on the fold it holds out",
+                on_run_start=lambda _, params=fold_params: mlflow.log_params(params))
+            scores["acc"].append(result.metrics[VAL_FINAL_ACC])
+            scores["auc"].append(result.metrics[VAL_FINAL_AUC])
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(CV_FOLD_ACC, scores["acc"][-1], now, index),
+                                              Metric(CV_FOLD_AUC, scores["auc"][-1], now, index)])
+            running = statistics.fmean(scores[key])
+            trial.set_user_attr("epochs_done", epochs * done)
+            trial.set_user_attr("cv_folds", scores[key])  # each fold's score, in the order trained
+            trial.report(running, done)
+            if done < total and trial.should_prune():  # a trial with all its folds done is complete
+                trial.set_user_attr("pruned_after_folds", done)
+                status = "KILLED"
+                client.set_tag(run_id, PRUNED_TAG, "true")
+                client.update_run(run_id, name=name + PRUNED_NAME_SUFFIX)
+                raise optuna.TrialPruned(f"pruned after {done} of {total} folds "
+                                         f"(mean {spec.objective} so far {running:.4f})")
+        summary = {CV_MEAN_ACC: statistics.fmean(scores["acc"]), CV_SD_ACC: statistics.stdev(scores["acc"]),
+                   CV_MEAN_AUC: statistics.fmean(scores["auc"]), CV_SD_AUC: statistics.stdev(scores["auc"]),
+                   CV_N_FOLDS: total}
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, SUMMARY_STEP) for k, v in summary.items()])
+        mean, sd = (summary[CV_MEAN_AUC], summary[CV_SD_AUC]) if key == "auc" else \
+            (summary[CV_MEAN_ACC], summary[CV_SD_ACC])
+        trial.set_user_attr("cv_mean", mean)
+        trial.set_user_attr("cv_sd", sd)
+        trial.set_user_attr(f"last_{spec.objective}", mean)
+        status = "FINISHED"
+        return mean
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except optuna.TrialPruned:
+        raise
+    except Exception as err:
+        client.set_tag(run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:4000])
+        raise
+    finally:
+        client.set_terminated(run_id, status=status)
 
 
 def run_worker(spec: StudySpec, storage_url: str, data: LabData, parent_run_id: str, n_trials: int,
@@ -310,7 +436,8 @@ def parent_run(study, spec: StudySpec, storage_url: str, data: LabData) -> str:
     with mlflow.start_run(run_name=f"study-{spec.name}", tags=tags) as run:
         mlflow.log_params({"study.file": str(spec.path), "study.n_trials": spec.n_trials,
                            "study.space": json.dumps([p.__dict__ for p in spec.space])[:6000],
-                           "study.fixed": json.dumps(spec.fixed)[:6000]})
+                           "study.fixed": json.dumps(spec.fixed)[:6000],
+                           **({"study.folds": spec.folds, "study.repeats": spec.repeats} if spec.cv else {})})
         run_id = run.info.run_id
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
@@ -322,6 +449,10 @@ def study_description(spec: StudySpec, data: LabData) -> str:
     text = (f"{spec.description.strip() or f'Optuna study {spec.name!r}.'}\n\nStudy file {spec.path}; "
             f"objective: {OBJECTIVES[spec.objective]} (each trial's {OBJECTIVE_METRICS[spec.objective]}, maximised); "
             f"searches {searched}; data {data.root}.")
+    if spec.cv:
+        repeats = f" x {spec.repeats} repeats" if spec.repeats > 1 else ""
+        text += (f" Each trial trains {spec.folds * spec.repeats} models: stratified {spec.folds}-fold "
+                 f"cross-validation of train/{repeats} (mean and spread over the folds; test/ is never used).")
     return text + ("\n\n" + SYNTHETIC_SENTENCE if data.synthetic else "")
 
 
@@ -403,13 +534,16 @@ def refit_best(study, spec: StudySpec, data: LabData, parent_run_id: str, progre
     if existing:  # resumed with nothing new: keep the final run we have
         return existing[0].info.run_id, with_current_names(existing[0].data.metrics)
     cfg = spec.refit_config(best.params)
+    score = f"{OBJECTIVES[spec.objective]} {best.value:.4f}"
+    if "cv_sd" in best.user_attrs:
+        score += f" ± {best.user_attrs['cv_sd']:.4f}, sd over {len(best.user_attrs.get('cv_folds', []))} folds"
     tags = {ROLE_TAG: ROLE_FINAL, STUDY_TAG: spec.name, BEST_TRIAL_TAG: str(best.number),
             BEST_TRIAL_RUN_TAG: best.user_attrs.get(RUN_ID_ATTR, "")}
     run_id, final, _ = train_and_log(
         cfg, data, run_name=f"{spec.name}-final", tags=tags, parent_run_id=parent_run_id, progress=progress,
         system_metrics=system_metrics, register=True,
         description=f"Final model of study '{spec.name}': the best trial (#{best.number}, "
-                    f"{OBJECTIVES[spec.objective]} {best.value:.4f}) retrained on all of train/")
+                    f"{score}) retrained on all of train/")
     # the study's record of its final model, for optuna-dashboard (a finished trial takes no new attributes)
     study.set_user_attr("final_run_id", run_id)
     for key, metric in (("test_accuracy", TEST_ACCURACY), ("test_roc_auc", TEST_ROC_AUC), ("test_ece", TEST_ECE)):
@@ -491,6 +625,8 @@ def main(argv=None) -> int:
     n_trials = args.n_trials or spec.n_trials
     if n_trials < 1 or args.workers < 1:
         raise UserError("--n-trials and --workers must be >= 1")
+    if spec.sampler["type"] == "grid":  # each configuration once: a grid has no more trials to give
+        n_trials = min(n_trials, spec.grid_size())
     timeout = args.timeout or spec.timeout
     devices.configure_threads()
     from agestudy.tracking import resolve_tracking_uri, setup_tracking
@@ -501,6 +637,8 @@ def main(argv=None) -> int:
     storage_url = args.storage or default_storage_url(spec)
     open_storage(storage_url)
     data = load_data(root, args.cache_dir, progress=not args.quiet, verbose=not args.worker_of)
+    if spec.cv:  # too few images of a class for the folds: one line now, not a failed trial each
+        spec.trial_config({}).fold(data.train, spec.folds, 0)
 
     if args.worker_of:  # a spawned worker: trials only
         run_worker(spec, storage_url, data, args.worker_of, n_trials, timeout, progress=False,

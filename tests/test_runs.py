@@ -50,8 +50,8 @@ def test_tag_names_and_filter_strings_live_only_in_runs_py():
 
 
 # a metric name: a section, a slash, a name ("train/loss", "q8/gain"); artifact paths have a file extension
-METRIC_LITERAL = re.compile(r"^(train|val|test|model|study|judge|q\d+)/[A-Za-z0-9_]+$")
-METRIC_PREFIXES = ("train/", "val/", "test/", "model/", "study/", "judge/")
+METRIC_LITERAL = re.compile(r"^(train|val|test|model|study|cv|judge|q\d+)/[A-Za-z0-9_]+$")
+METRIC_PREFIXES = ("train/", "val/", "test/", "model/", "study/", "cv/", "judge/")
 TEMPLATES = PACKAGE.parent / "report_templates"
 
 

@@ -92,7 +92,7 @@ def load(study_path: Path, storage: str):
 
 # ----------------------------------------------------------------------------- study files
 
-@pytest.mark.parametrize("name", ["default", "quick", "augmentation", "hyperparams"])
+@pytest.mark.parametrize("name", ["default", "quick", "augmentation", "hyperparams", "cv"])
 def test_shipped_studies_load(name):
     spec = load_study(name)
     assert spec.name == name and spec.space

@@ -3,6 +3,7 @@
     data = load_data("path/to/cacd")        # train/{0,1} and test/{0,1}
     data.train.images                       # N x 3 x 100 x 100 uint8 tensor
     train, val = data.train.split(0.1, seed=0)
+    fit, held_out = data.train.fold(folds=5, fold=2, repeat=0, seed=0)   # cross-validation
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from agestudy.errors import UserError
 
 __all__ = [
     "AugmentConfig", "ImageSet", "LabData", "LABEL_NAMES", "augment_batch", "center_crop",
-    "load_data", "load_split", "resolve_data_root", "stratified_split", "to_model_input",
+    "load_data", "load_split", "resolve_data_root", "stratified_folds", "stratified_split", "to_model_input",
 ]
 
 
@@ -47,6 +48,11 @@ class ImageSet:
     def split(self, val_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
         train_idx, val_idx = stratified_split(self.labels.numpy(), val_fraction, seed)
         return self.subset(train_idx), self.subset(val_idx)
+
+    def fold(self, folds: int, fold: int, repeat: int, seed: int) -> tuple[ImageSet, ImageSet]:
+        """(fit, held-out) of fold ``fold`` of repeat ``repeat`` of a repeated stratified k-fold split."""
+        fit_idx, held_idx = stratified_folds(self.labels.numpy(), folds, seed + repeat)[fold]
+        return self.subset(fit_idx), self.subset(held_idx)
 
 
 @dataclass
@@ -97,6 +103,22 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold cross-validation, deterministic for a seed: ``folds`` (fit, held-out) index
+    pairs whose held-out parts are disjoint, cover every image exactly once and keep the class
+    proportions. A repeated k-fold uses one seed per repeat (seed + repeat)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if folds < 2:
+        raise UserError(f"cross-validation needs at least 2 folds, got {folds}")
+    smallest = min(np.bincount(labels, minlength=2)) if len(labels) else 0
+    if folds > smallest:
+        raise UserError(f"{folds}-fold cross-validation needs at least {folds} images of each class in train/; "
+                        f"the smallest class has {smallest}")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(np.sort(fit), np.sort(held)) for fit, held in splitter.split(np.zeros(len(labels)), labels)]
 
 
 def load_split(root, split: str, cache_dir=None, progress: bool = True) -> tuple[ImageSet, SplitReport, list[str]]:
