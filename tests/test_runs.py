@@ -22,6 +22,16 @@ def _module_names() -> set[str]:
     return names | {f"agestudy.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
 
 
+def _package_nodes():
+    """(file relative to the repo, AST node) for every node of the package's code except runs.py."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "runs.py":
+            continue
+        where = path.relative_to(PACKAGE.parent)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            yield where, node
+
+
 def _tag_values() -> set[str]:
     return {v for k, v in vars(runs).items() if k.endswith("_TAG") and isinstance(v, str)}
 
@@ -29,23 +39,19 @@ def _tag_values() -> set[str]:
 def test_tag_names_and_filter_strings_live_only_in_runs_py():
     modules, tags = _module_names(), _tag_values()
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path == PACKAGE / "runs.py":
-            continue
-        where = path.relative_to(PACKAGE.parent)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = node.value
-                # a whole string that is a tag name; "-m agestudy.tune" style module names are fine
-                if TAG_LITERAL.match(value) and (value in tags or value not in modules):
-                    found.append(f"{where}:{node.lineno}: tag literal {value!r}")
-            elif isinstance(node, ast.JoinedStr) and node.values:
-                head = node.values[0]
-                # f"agestudy.{q}_error": a tag name built by hand
-                if isinstance(head, ast.Constant) and head.value == "agestudy.":
-                    found.append(f"{where}:{node.lineno}: tag name built in an f-string")
-            elif isinstance(node, ast.keyword) and node.arg == "filter_string":
-                found.append(f"{where}:{node.value.lineno}: filter_string= (use runs.find_runs)")
+    for where, node in _package_nodes():
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+            # a whole string that is a tag name; "-m agestudy.tune" style module names are fine
+            if TAG_LITERAL.match(value) and (value in tags or value not in modules):
+                found.append(f"{where}:{node.lineno}: tag literal {value!r}")
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            head = node.values[0]
+            # f"agestudy.{q}_error": a tag name built by hand
+            if isinstance(head, ast.Constant) and head.value == "agestudy.":
+                found.append(f"{where}:{node.lineno}: tag name built in an f-string")
+        elif isinstance(node, ast.keyword) and node.arg == "filter_string":
+            found.append(f"{where}:{node.value.lineno}: filter_string= (use runs.find_runs)")
     assert not found, "MLflow tag names and run filters belong in agestudy/runs.py:\n" + "\n".join(found)
 
 
@@ -74,21 +80,17 @@ def _reads_a_metric_by_literal(node) -> bool:
 def test_metric_names_live_only_in_runs_py():
     """Every metric name is written once, in agestudy/runs.py; the code and the templates read it from there."""
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path == PACKAGE / "runs.py":
-            continue
-        where = path.relative_to(PACKAGE.parent)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and METRIC_LITERAL.match(node.value):
-                found.append(f"{where}:{node.lineno}: metric name {node.value!r}")
-            elif isinstance(node, ast.JoinedStr) and node.values:
-                head = node.values[0]
-                # f"train/{name}" (but not prose such as f"train/ has {n} images")
-                if isinstance(head, ast.Constant) and re.match(r"^[a-z]+/[A-Za-z0-9_]*$", str(head.value)) \
-                        and str(head.value).startswith(METRIC_PREFIXES) and len(node.values) > 1:
-                    found.append(f"{where}:{node.lineno}: metric name built in an f-string")
-            if _reads_a_metric_by_literal(node):
-                found.append(f"{where}:{node.lineno}: a metric read by a literal name")
+    for where, node in _package_nodes():
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and METRIC_LITERAL.match(node.value):
+            found.append(f"{where}:{node.lineno}: metric name {node.value!r}")
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            head = node.values[0]
+            # f"train/{name}" (but not prose such as f"train/ has {n} images")
+            if isinstance(head, ast.Constant) and re.match(r"^[a-z]+/[A-Za-z0-9_]*$", str(head.value)) \
+                    and str(head.value).startswith(METRIC_PREFIXES) and len(node.values) > 1:
+                found.append(f"{where}:{node.lineno}: metric name built in an f-string")
+        if _reads_a_metric_by_literal(node):
+            found.append(f"{where}:{node.lineno}: a metric read by a literal name")
     for path in sorted(TEMPLATES.rglob("*.j2")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if re.search(r"metrics(\.get\(|\[)\s*[\"']", line):
