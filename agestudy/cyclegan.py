@@ -55,7 +55,6 @@ from agestudy.runs import (
     WARNING_TAG,
     cyclegan_metric,
     find_runs,
-    redact_uri,
 )
 
 # the training length by device when --train-images is 0: sized so that a 2-core CPU
@@ -547,14 +546,14 @@ def main(argv=None) -> int:
         raise UserError("--judge and --no-judge contradict each other")
     devices.configure_threads()
     from agestudy.data import load_data, resolve_data_root
-    from agestudy.tracking import resolve_tracking_uri, setup_tracking
+    from agestudy.tracking import setup_tracking, shown_store
 
     experiment_id = setup_tracking(args.tracking_uri, args.experiment)  # a wrong store fails before the data
     root = resolve_data_root(args.data, args.cache_dir)
     data = load_data(root, args.cache_dir, progress=not args.quiet)
     out = run_cyclegan(cfg, data, experiment_id, judge=args.judge, use_judge=not args.no_judge, run_name=args.run_name,
                        progress=not args.quiet)
-    print(f"run {out['run_id']} ({redact_uri(resolve_tracking_uri(args.tracking_uri))}), {out['seconds'] / 60:.1f} min")
+    print(f"run {out['run_id']} ({shown_store(args.tracking_uri)}), {out['seconds'] / 60:.1f} min")
     summary = out["judge"]
     if summary:
         print(f"judge {out['judge_run_id']}: p(aged 52-62) rises from x to G(x) for "

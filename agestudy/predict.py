@@ -64,12 +64,14 @@ def model_inputs(images: torch.Tensor, view: str, aug: AugmentConfig,
     if view not in FIXED_VIEWS:
         geometric = replace(aug, jitter=0.0, random_crop=True)  # training's geometry, no colour change
         return [augment_batch(images, geometric, generator) for _ in range(n)]
-    crop = aug.crop
-    out = []
-    for top, left, mirrored in crop_positions(view, images.shape[-1], crop):
-        x = images[..., top : top + crop, left : left + crop]
-        out.append(to_model_input(x.flip(-1) if mirrored else x))
-    return out
+    return [fixed_input(images, position, aug.crop) for position in crop_positions(view, images.shape[-1], aug.crop)]
+
+
+def fixed_input(images: torch.Tensor, position: tuple[int, int, bool], crop: int) -> torch.Tensor:
+    """The normalised input of one (top, left, mirrored) crop of a uint8 batch."""
+    top, left, mirrored = position
+    x = images[..., top : top + crop, left : left + crop]
+    return to_model_input(x.flip(-1) if mirrored else x)
 
 
 @torch.no_grad()
@@ -83,7 +85,8 @@ def predict_logits(model, images: torch.Tensor, view: str, aug: AugmentConfig, d
     """
     device = torch.device(device)
     n_inputs = view_size(view)
-    generator = None if view in FIXED_VIEWS else torch.Generator(device=images.device).manual_seed(seed)
+    positions = crop_positions(view, images.shape[-1], aug.crop) if view in FIXED_VIEWS else None
+    generator = None if positions else torch.Generator(device=images.device).manual_seed(seed)
     was_training = model.training
     model.eval()
     rows = []
@@ -92,8 +95,8 @@ def predict_logits(model, images: torch.Tensor, view: str, aug: AugmentConfig, d
         row = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
-            if view in FIXED_VIEWS:
-                x = model_inputs(batch, view, aug)[k]
+            if positions:  # only the k-th input: making all of them for each k would repeat the work V times
+                x = fixed_input(batch, positions[k], aug.crop)
             else:
                 x = model_inputs(batch, "crops(1)", aug, generator)[0]
             x = x.to(device).contiguous(memory_format=torch.channels_last)

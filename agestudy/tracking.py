@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from agestudy.runs import DEVICE_TAG, GIT_COMMIT_TAG, PRECISION_TAG, TORCH_THREADS_TAG, open_store
+from agestudy.runs import DEVICE_TAG, GIT_COMMIT_TAG, PRECISION_TAG, TORCH_THREADS_TAG, open_store, redact_uri
 
 DEFAULT_EXPERIMENT = "agestudy"
 STORE_DIR = Path("mlruns")
@@ -35,6 +35,11 @@ def sqlite_path(uri: str) -> Path | None:
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def shown_store(uri: str | None = None) -> str:
+    """The store a CLI names in its last lines: ``--tracking-uri``'s value or default, password hidden."""
+    return redact_uri(resolve_tracking_uri(uri))
 
 
 def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:

@@ -66,7 +66,6 @@ from agestudy.runs import (
     WARNING_TAG,
     measure_metric,
     predictions_artifact,
-    redact_uri,
 )
 
 __all__ = ["TrainConfig", "load_model", "train_and_log", "main"]
@@ -287,14 +286,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})  # checked here, before the data
     devices.configure_threads()
-    from agestudy.tracking import resolve_tracking_uri, setup_tracking
+    from agestudy.tracking import setup_tracking, shown_store
 
     setup_tracking(args.tracking_uri, args.experiment)  # a wrong store fails before the data is loaded
     root = resolve_data_root(args.data, args.cache_dir)
     data = load_data(root, args.cache_dir, progress=not args.quiet)
     run_id, final, _ = train_and_log(cfg, data, run_name=args.run_name, progress=not args.quiet,
                                      tags={ROLE_TAG: ROLE_TRAIN}, system_metrics=not args.no_system_metrics)
-    print(f"run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))})")
+    print(f"run {run_id} ({shown_store(args.tracking_uri)})")
     print(f"test accuracy {final[TEST_ACCURACY]:.4f}  ROC AUC {final[TEST_ROC_AUC]:.4f}  "
           f"ECE {final[TEST_ECE]:.4f}  training {final[TRAIN_SECONDS]:.0f} s  "
           f"{final[TRAIN_IMAGES_PER_SECOND]:.0f} images/s")

@@ -256,7 +256,6 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
 
         def on_validation(step, epoch, scores):
             state["evals"] += 1
-            state["step"] = step
             state["steps"].append(step)
             state["value"] = objective_value(spec, scores)
             state["epochs"] = epoch + 1
@@ -281,7 +280,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
             # stopped, as Optuna counts (validations) and as MLflow does (iterations: the runs' step axis)
             trial.set_user_attr("epochs_done", state["evals"] / cfg.evals_per_epoch)
             trial.set_user_attr("pruned_at_validation", state["evals"])
-            trial.set_user_attr("pruned_at_iteration", state.get("step"))
+            trial.set_user_attr("pruned_at_iteration", state["steps"][-1] if state["steps"] else None)
             raise optuna.TrialPruned(f"pruned at epoch {state['epochs']} ({spec.objective} {state['value']:.4f})")
         trial.set_user_attr("epochs_done", epochs)
         return state["value"]
@@ -629,7 +628,7 @@ def main(argv=None) -> int:
         n_trials = min(n_trials, spec.grid_size())
     timeout = args.timeout or spec.timeout
     devices.configure_threads()
-    from agestudy.tracking import resolve_tracking_uri, setup_tracking
+    from agestudy.tracking import setup_tracking, shown_store
 
     root = resolve_data_root(args.data, args.cache_dir)
     # both stores are opened before the data is loaded: a wrong URL or password costs nothing
@@ -673,7 +672,7 @@ def main(argv=None) -> int:
     if not args.no_refit:
         run_id, final = refit_best(study, spec, data, parent_run_id, progress=not args.quiet,
                                    system_metrics=not args.no_system_metrics)
-        print(f"final run {run_id} ({redact_uri(resolve_tracking_uri(args.tracking_uri))}): test accuracy "
+        print(f"final run {run_id} ({shown_store(args.tracking_uri)}): test accuracy "
               f"{final[TEST_ACCURACY]:.4f}, ROC AUC {final[TEST_ROC_AUC]:.4f}")
         if not args.no_analyze:
             from agestudy.analyses import run_analyses
