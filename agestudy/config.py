@@ -69,6 +69,10 @@ class TrainConfig:
     scale: float = option(AugmentConfig.scale, "random zoom range (e.g. 0.1 = +-10 %%); 0 = off")
     rotate: float = option(AugmentConfig.rotate, "random rotation range in degrees; 0 = off")
     eval_flip: bool = option(AugmentConfig.eval_flip, "validation and test average the centre crop and its mirror")
+    grayscale: float = option(AugmentConfig.grayscale, "probability of a training image turned grey; 0 = off")
+    blur: float = option(AugmentConfig.blur, "probability of a Gaussian blur of a training image; 0 = off")
+    erase: float = option(AugmentConfig.erase, "probability of erasing a random rectangle of a training image "
+                                               "(random erasing); 0 = off")
     val_fraction: float = option(0.1, "share of train/ held out for validation (stratified, seeded); 0 = none")
     evals_per_epoch: int = option(4, "validations per epoch (points of the learning curve, pruning checks)")
     log_every: int = option(10, "iterations between training-loss points")
@@ -102,7 +106,7 @@ class TrainConfig:
     def augment(self) -> AugmentConfig:
         return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,
                              random_crop=self.random_crop, scale=self.scale, rotate=self.rotate,
-                             eval_flip=self.eval_flip)
+                             eval_flip=self.eval_flip, grayscale=self.grayscale, blur=self.blur, erase=self.erase)
 
     def model_kwargs(self) -> dict:
         knobs = {"width": self.width, "depth": self.depth, "dropout": self.dropout, "hidden": self.hidden,
@@ -169,6 +173,9 @@ class TrainConfig:
             (0 <= self.jitter < 1, "jitter must be in [0, 1)"),
             (0 <= self.scale < 0.5, "scale (zoom range) must be in [0, 0.5)"),
             (0 <= self.rotate <= 45, "rotate must be between 0 and 45 degrees"),
+            (0 <= self.grayscale <= 1, "grayscale must be a probability in [0, 1]"),
+            (0 <= self.blur <= 1, "blur must be a probability in [0, 1]"),
+            (0 <= self.erase <= 1, "erase must be a probability in [0, 1]"),
             (self.stem_stride in (0, 2, 4), "stem stride must be 2 or 4 (or 0: auto)"),
             (1 <= self.members <= 16, "members must be between 1 and 16"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),

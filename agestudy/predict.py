@@ -62,7 +62,8 @@ def model_inputs(images: torch.Tensor, view: str, aug: AugmentConfig,
     made on the batch's device; ``crops(N)`` draws from ``generator``, which lives there too."""
     n = view_size(view)
     if view not in FIXED_VIEWS:
-        geometric = replace(aug, jitter=0.0, random_crop=True)  # training's geometry, no colour change
+        # training's geometry only: no colour change, no grey, blur or erased patch
+        geometric = replace(aug, jitter=0.0, random_crop=True, grayscale=0.0, blur=0.0, erase=0.0)
         return [augment_batch(images, geometric, generator) for _ in range(n)]
     return [fixed_input(images, position, aug.crop) for position in crop_positions(view, images.shape[-1], aug.crop)]
 

@@ -221,6 +221,50 @@ def test_zoom_and_rotation_are_per_sample_and_exact_when_off():
     assert out_u8.shape == (4, 3, 88, 88) and out_u8.dtype == torch.float32
 
 
+def test_grayscale_blur_and_erase_are_per_sample_and_off_at_zero():
+    from agestudy.data.augment import ERASE_AREA, random_blur, random_erase, random_grayscale
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 40, 40)
+    for op in (random_grayscale, random_blur, random_erase):
+        assert torch.equal(op(x, 0.0, g), x)  # probability 0: untouched
+    grey = random_grayscale(x, 0.5, g)
+    is_grey = (grey[:, 0] == grey[:, 1]).all(dim=(1, 2)) & (grey[:, 1] == grey[:, 2]).all(dim=(1, 2))
+    assert 16 < int(is_grey.sum()) < 48  # about half the samples, each with its own draw
+    assert torch.equal(grey[~is_grey], x[~is_grey])
+    assert torch.allclose(grey[is_grey][:, 0], (x[is_grey] * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1))
+    # a blur keeps a flat image flat and the mean of a textured one, and smooths it (less variation)
+    flat = torch.full((4, 3, 20, 20), 0.3)
+    assert torch.allclose(random_blur(flat, 1.0, g), flat, atol=1e-6)
+    blurred = random_blur(x, 1.0, g)
+    assert torch.allclose(blurred.mean(), x.mean(), atol=1e-2)
+    variation = (blurred.diff(dim=-1).abs().mean(dim=(1, 2, 3)) < x.diff(dim=-1).abs().mean(dim=(1, 2, 3)))
+    assert variation.all()
+    assert len({round(float(v.std()), 5) for v in blurred}) > 50  # each sample its own sigma
+    # erasing: one axis-aligned rectangle per chosen sample, of ERASE_AREA's share of the image, set to 0
+    ones = torch.ones(200, 3, 40, 40)
+    erased = random_erase(ones, 1.0, g)
+    for v in erased:
+        hole = (v == 0).all(0)
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert int(hole.sum()) == len(rows) * len(cols)  # a filled rectangle
+        assert 0.5 * ERASE_AREA[0] <= float(hole.float().mean()) <= 1.5 * ERASE_AREA[1]
+    assert len({tuple((v == 0).all(0).nonzero()[0].tolist()) for v in erased}) > 100  # its own place
+
+
+def test_training_augmentation_leaves_evaluation_views_alone():
+    from agestudy.predict import model_inputs
+
+    images = torch.randint(0, 256, (8, 3, 100, 100), dtype=torch.uint8)
+    plain, strong = AugmentConfig(), AugmentConfig(grayscale=1.0, blur=1.0, erase=1.0)
+    out = augment_batch(images, strong, torch.Generator().manual_seed(0))
+    assert (out == 0).all(1).any()  # an erased patch
+    for view in ("centre", "ten", "crops(3)"):
+        a = model_inputs(images, view, plain, torch.Generator().manual_seed(1))
+        b = model_inputs(images, view, strong, torch.Generator().manual_seed(1))
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
 def test_center_crop_is_the_middle():
     images = torch.randint(0, 256, (3, 3, 100, 100), dtype=torch.uint8)
     assert torch.equal(center_crop(images, 88), images[..., 6:94, 6:94])

@@ -8,6 +8,7 @@ numbers drawn there too from ``generator``, which must live on that device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,15 @@ class AugmentConfig:
     scale: float = 0.0  # random zoom in [1 - scale, 1 + scale] about the centre, 0 = off
     rotate: float = 0.0  # random rotation in [-rotate, +rotate] degrees, 0 = off
     eval_flip: bool = True  # evaluation averages the centre crop and its mirror image
+    # photometric changes for photos of other provenance than the training crops, 0 = off
+    grayscale: float = 0.0  # probability of turning an image grey (old or black-and-white photos)
+    blur: float = 0.0  # probability of a Gaussian blur, sigma uniform in BLUR_SIGMA (soft or small photos)
+    erase: float = 0.0  # probability of erasing a random rectangle (occlusion: hands, glasses, hair)
+
+
+BLUR_SIGMA = (0.3, 1.5)  # pixels of the 100x100 image: from barely soft to a 4x smaller photo upscaled
+ERASE_AREA = (0.02, 0.2)  # erased share of the crop, as in random erasing (Zhong et al. 2017)
+ERASE_ASPECT = (0.3, 3.3)  # height / width of the erased rectangle
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -118,6 +128,59 @@ def random_affine(x: torch.Tensor, scale: float, rotate: float,
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each sample of a float batch turned grey (ITU-R 601 luma in all three channels) with probability p."""
+    chosen = (torch.rand(x.shape[0], generator=generator, device=x.device) < p).nonzero().flatten()
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)[None, :, None, None]
+    grey = (x[chosen] * weights).sum(1, keepdim=True).expand(-1, x.shape[1], -1, -1)
+    return x.index_copy(0, chosen, grey)
+
+
+def random_blur(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                sigma: tuple[float, float] = BLUR_SIGMA) -> torch.Tensor:
+    """Each sample of a float batch blurred with probability p by a Gaussian of its own sigma. The
+    chosen samples' kernels are one depthwise separable convolution: one pass, whatever their number."""
+    b, c, h, w = x.shape
+    s = sigma[0] + (sigma[1] - sigma[0]) * torch.rand(b, generator=generator, device=x.device)
+    chosen = (torch.rand(b, generator=generator, device=x.device) < p).nonzero().flatten()
+    n = len(chosen)
+    if n == 0:
+        return x
+    radius = int(3 * sigma[1] + 0.5)
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps[None, :] / s[chosen, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n*C) x taps
+    flat = F.pad(x[chosen].reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)  # along rows
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)  # along columns
+    return x.index_copy(0, chosen, flat.reshape(n, c, h, w))
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator | None = None, value: float = 0.0,
+                 area: tuple[float, float] = ERASE_AREA, aspect: tuple[float, float] = ERASE_ASPECT) -> torch.Tensor:
+    """Each sample of a batch gets, with probability p, one rectangle of its own size, shape and
+    place set to ``value`` (0 on normalised inputs: the mean grey), built as one mask for the batch."""
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(b, generator=generator, device=dev)
+
+    share = uniform(*area) * h * w
+    ratio = torch.exp(uniform(math.log(aspect[0]), math.log(aspect[1])))
+    eh = (share * ratio).sqrt().clamp(1, h)
+    ew = (share / ratio).sqrt().clamp(1, w)
+    top = uniform(0, 1) * (h - eh)
+    left = uniform(0, 1) * (w - ew)
+    rows = torch.arange(h, device=dev)[None, :]
+    cols = torch.arange(w, device=dev)[None, :]
+    inside_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # B x H
+    inside_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # B x W
+    chosen = (torch.rand(b, generator=generator, device=dev) < p)[:, None, None, None]
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None] & chosen
+    return x.masked_fill(mask, value)
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training view of a uint8 batch -> normalised float batch (B x 3 x crop x crop)."""
     if cfg.random_crop:
@@ -126,8 +189,9 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         images = center_crop(images, cfg.crop)
     if cfg.flip:
         images = random_flip(images, generator)
-    if not (cfg.jitter > 0 or cfg.scale > 0 or cfg.rotate > 0):
-        return to_model_input(images)
+    photometric = cfg.grayscale > 0 or cfg.blur > 0
+    if not (cfg.jitter > 0 or cfg.scale > 0 or cfg.rotate > 0 or photometric):
+        return _erased(to_model_input(images), cfg, generator)
     x = images.float()
     if cfg.scale > 0 or cfg.rotate > 0:
         x = random_affine(x.div_(255.0), cfg.scale, cfg.rotate, generator)
@@ -138,7 +202,15 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         x = color_jitter(x, cfg.jitter, generator, scale=scale)
     elif scale != 1.0:
         x = x.mul_(scale)
-    return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
+    if cfg.grayscale > 0:
+        x = random_grayscale(x, cfg.grayscale, generator)
+    if cfg.blur > 0:
+        x = random_blur(x, cfg.blur, generator)
+    return _erased(x.sub_(PIXEL_MEAN).div_(PIXEL_STD), cfg, generator)
+
+
+def _erased(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    return random_erase(x, cfg.erase, generator) if cfg.erase > 0 else x
 
 
 def save_augmentation_grid(images: torch.Tensor, cfg: AugmentConfig, path, n_versions: int = 5, seed: int = 0,
