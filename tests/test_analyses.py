@@ -225,6 +225,21 @@ def test_q5_temperature_scaling_fits_a_known_temperature():
     assert fit_temperature(3 * true_margin, labels) == pytest.approx(3, rel=0.1)  # logits 3x too confident
 
 
+def test_trial_tables_are_read_whatever_optuna_named_the_objective_column():
+    """study/trials.csv names the objective's column "value", or "value_<name>" once the study names its objective."""
+    from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, trial_value
+
+    plain = [{"number": str(i), "value": str(0.5 + 0.1 * i), "state": "COMPLETE", "params_flip": str(i % 2 == 0)}
+             for i in range(4)]
+    named = [{("value_validation accuracy" if k == "value" else k): v for k, v in row.items()} for row in plain]
+    assert [trial_value(row) for row in named] == pytest.approx([0.5, 0.6, 0.7, 0.8])
+    assert np.isnan(trial_value({"number": "0", "state": "FAIL"}))
+    for rows in (plain, named):
+        (effect,) = hyperparameter_effects(rows)
+        assert effect.n == 4 and effect.best is False and effect.diff == pytest.approx(0.1)
+        assert [(g["value"], g["n"]) for g in ablation_groups(rows, "flip")] == [(True, 2), (False, 2)]
+
+
 def test_q3_q4_q6_read_what_the_run_logged(tiny):
     """Learning curves per language from the logged histories, the Wilson interval, no study for q6."""
     from agestudy.analyses.stats import wilson_interval

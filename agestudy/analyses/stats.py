@@ -41,6 +41,21 @@ def _as_number(value):
         return text
 
 
+def trial_value(row: dict) -> float:
+    """A trial's objective in a ``study/trials.csv`` row, NaN when it has none.
+
+    Optuna names the column ``value`` or, once the study names its objective (agestudy.tune's
+    set_metric_names), ``value_<objective name>``, e.g. ``value_validation accuracy``.
+    """
+    cell = row.get("value")
+    if cell is None:
+        cell = next((v for k, v in row.items() if k and k.startswith("value_")), None)
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _mean(values):
     return sum(values) / len(values) if values else float("nan")
 
@@ -122,10 +137,7 @@ def hyperparameter_effects(rows: list[dict], importances: dict | None = None) ->
     importances = importances or {}
     done = []
     for row in rows:
-        try:
-            value = float(row.get("value", "nan"))
-        except (TypeError, ValueError):
-            continue
+        value = trial_value(row)
         if str(row.get("state", "")).upper() == "COMPLETE" and math.isfinite(value):
             done.append((row, value))
     names = sorted({k[len("params_"):] for row, _ in done for k in row if k.startswith("params_")})
@@ -179,10 +191,7 @@ def ablation_groups(rows: list[dict], param: str) -> list[dict]:
     for row in rows:
         if str(row.get("state", "")).upper() != "COMPLETE" or f"params_{param}" not in row:
             continue
-        try:
-            value = float(row.get("value", "nan"))
-        except (TypeError, ValueError):
-            continue
+        value = trial_value(row)
         if math.isfinite(value):
             by_value.setdefault(_as_number(row[f"params_{param}"]), []).append(value)
     groups = [{"value": k, "n": len(v), "mean": _mean(v), "std": _std(v)} for k, v in by_value.items()]
