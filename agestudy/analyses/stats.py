@@ -1,6 +1,8 @@
 """Small statistics of what runs logged, for the analyses of questions 4, 6 and 7 (no training, no data).
 
 - ``wilson_interval``: the 95 % interval of an accuracy measured on ``n`` test images (q4);
+- ``binomial_se``, ``auc_se``: the standard error of an accuracy or a ROC AUC measured on one
+  validation split, the noise a study's trials were compared within (q4, q6; ``selection``);
 - ``hyperparameter_effects``: for each searched hyperparameter of a study, how the objective
   moves with it across the study's completed trials (direction and size) (q6);
 - ``ablation_groups``: the objective grouped by the values of one parameter (q7).
@@ -22,6 +24,22 @@ def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images: sqrt(p (1 - p) / n)."""
+    if not n or n <= 0 or p is None or not math.isfinite(p):
+        return float("nan")
+    return math.sqrt(p * (1 - p) / n)
+
+
+def auc_se(auc: float, n0: int, n1: int) -> float:
+    """Standard error of a ROC AUC measured on ``n0`` negatives and ``n1`` positives (Hanley & McNeil, 1982)."""
+    if not n0 or not n1 or n0 <= 0 or n1 <= 0 or auc is None or not math.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n0 * n1)
+    return math.sqrt(max(variance, 0.0))
 
 
 def _as_number(value):
