@@ -223,7 +223,7 @@ ANALYSIS_HEADLINES = {
     "q1": ("model_parameters",),
     "q2": ("pooled_accuracy", "binom_pvalue"),
     "q3": ("final_train_acc",),
-    "q4": ("ci_low", "ci_high"),
+    "q4": ("ci_low", "ci_high", "selection_gap"),
     "q5": ("auc", "ece_after"),
     "q6": ("n_complete", "best_value"),
     "q7": ("n_trials", "val_acc_gain", "test_acc_gain"),

@@ -34,6 +34,21 @@ def make_lab_tree(root: Path, per_class: int = 4, test_per_class: int = 2) -> Pa
     return root
 
 
+def rendered_text(client, experiment: str, run_id: str, out: Path) -> dict[str, str]:
+    """The report's HTML (no PDF) for one run, as plain text with single spaces, in each language."""
+    import html as htmllib
+    import re
+
+    from agestudy.report import read_report, render_html
+
+    texts = {}
+    for lang in ("en", "fr"):
+        data = read_report(client, experiment, out, out / "assets", lang, run_id=run_id)
+        text = htmllib.unescape(re.sub(r"<[^>]+>", "", render_html(data, lang)))
+        texts[lang] = re.sub(r"\s+", " ", text.replace("\u00a0", " ").replace("\u202f", " "))
+    return texts
+
+
 @pytest.fixture
 def lab_tree(tmp_path) -> Path:
     return make_lab_tree(tmp_path / "lab")

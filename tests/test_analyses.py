@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import rendered_text
 from PIL import Image
 
 from agestudy import runs as contract
@@ -225,6 +226,75 @@ def test_q5_temperature_scaling_fits_a_known_temperature():
     assert fit_temperature(3 * true_margin, labels) == pytest.approx(3, rel=0.1)  # logits 3x too confident
 
 
+def test_trial_tables_are_read_whatever_optuna_named_the_objective_column():
+    """study/trials.csv names the objective's column "value", or "value_<name>" once the study names its objective."""
+    from agestudy.analyses.stats import ablation_groups, hyperparameter_effects, trial_value
+
+    plain = [{"number": str(i), "value": str(0.5 + 0.1 * i), "state": "COMPLETE", "params_flip": str(i % 2 == 0)}
+             for i in range(4)]
+    named = [{("value_validation accuracy" if k == "value" else k): v for k, v in row.items()} for row in plain]
+    assert [trial_value(row) for row in named] == pytest.approx([0.5, 0.6, 0.7, 0.8])
+    assert np.isnan(trial_value({"number": "0", "state": "FAIL"}))
+    for rows in (plain, named):
+        (effect,) = hyperparameter_effects(rows)
+        assert effect.n == 4 and effect.best is False and effect.diff == pytest.approx(0.1)
+        assert [(g["value"], g["n"]) for g in ablation_groups(rows, "flip")] == [(True, 2), (False, 2)]
+
+
+def _fake_run(run_id: str, tags=None, params=None, metrics=None):
+    """An MLflow Run as agestudy.runs reads it (info, data), without a store."""
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, experiment_id="0", lifecycle_stage="active"),
+                           data=SimpleNamespace(tags=dict(tags or {}), params=dict(params or {}),
+                                                metrics=dict(metrics or {})))
+
+
+class _FakeClient:
+    def __init__(self, *runs):
+        self.runs = {run.info.run_id: run for run in runs}
+
+    def get_run(self, run_id):
+        return self.runs[run_id]
+
+    def search_runs(self, *args, **kwargs):
+        return []
+
+
+def test_standard_errors_of_a_validation_score():
+    from agestudy.analyses.stats import auc_se, binomial_se
+
+    assert binomial_se(0.8, 100) == pytest.approx(0.04)
+    assert binomial_se(0.8, 232) == pytest.approx(np.sqrt(0.8 * 0.2 / 232))
+    assert np.isnan(binomial_se(0.8, 0))
+    # Hanley & McNeil at AUC 0.5 is the Mann-Whitney statistic's variance under chance: (n0 + n1 + 1) / (12 n0 n1)
+    assert auc_se(0.5, 40, 60) == pytest.approx(np.sqrt(101 / (12 * 40 * 60)))
+    assert auc_se(0.9, 40, 60) < auc_se(0.7, 40, 60)  # better separated classes: a surer AUC
+
+
+@pytest.mark.parametrize("objective", ["val_acc", "val_auc"])
+def test_study_protocol_counts_the_trials_within_two_standard_errors_of_the_best(objective):
+    """The best trial's noise: 2 standard errors of its score on its validation split's data.n_val images."""
+    from agestudy.analyses.selection import study_protocol
+    from agestudy.analyses.stats import auc_se, binomial_se
+
+    column = "value_validation accuracy" if objective == "val_acc" else "value_validation ROC AUC"
+    rows = [{"number": "0", column: "0.78", "state": "COMPLETE", "user_attrs_mlflow_run_id": "t0"},
+            {"number": "1", column: "0.80", "state": "COMPLETE", "user_attrs_mlflow_run_id": "t1"},
+            {"number": "2", column: "0.70", "state": "COMPLETE", "user_attrs_mlflow_run_id": "t2"},
+            {"number": "3", column: "0.95", "state": "PRUNED", "user_attrs_mlflow_run_id": "t3"},
+            {"number": "4", column: "", "state": "FAIL"}]
+    study = _fake_run("s", tags={contract.OBJECTIVE_TAG: objective})
+    trial = _fake_run("t1", params={"data.n_val": "100", "data.n_train_used": "900", "val_fraction": "0.1",
+                                    "data.train_0": "600", "data.train_1": "400"})
+    p = study_protocol(_FakeClient(study, trial), study, rows)
+    se = binomial_se(0.80, 100) if objective == "val_acc" else auc_se(0.80, 60, 40)
+    assert (p["kind"], p["n_complete"], p["best_trial"], p["best_trial_run_id"]) == ("validation", 3, 1, "t1")
+    assert (p["n_val"], p["n_fit"], p["image_weight"]) == (100, 900, pytest.approx(0.01))
+    assert p["se"] == pytest.approx(se) and p["noise"] == pytest.approx(2 * se) and p["noise_multiple"] == 2
+    expected = [int(r["number"]) for r in rows[:3] if float(r[column]) >= 0.80 - 2 * se]
+    assert p["within_trials"] == expected and p["n_within"] == len(expected)
+    assert 2 not in expected and {0, 1} <= set(expected)  # 0.70 is beyond the noise; the pruned 0.95 never counts
+
+
 def test_q3_q4_q6_read_what_the_run_logged(tiny):
     """Learning curves per language from the logged histories, the Wilson interval, no study for q6."""
     from agestudy.analyses.stats import wilson_interval
@@ -244,6 +314,50 @@ def test_q3_q4_q6_read_what_the_run_logged(tiny):
     assert accuracy["first75"]["is_own"] and accuracy["first75"]["run_id"] == tiny.run_id  # it held out validation
     effects = table(tiny, "q6/effects.json")
     assert effects["study_run_id"] is None and numbers(tiny, "q6")["n_complete"] == 0  # a plain run, no study
+
+
+def test_q4_a_plain_run_is_judged_by_its_own_validation_and_the_report_says_so(tiny):
+    """No study chose a plain agestudy.train run: its estimate is its own validation accuracy (q4/selection.json),
+    which sections 4 and 10 set against its test accuracy, in both languages."""
+    from agestudy.analyses.stats import binomial_se
+    from agestudy.report.render import make_filters
+
+    run = tiny.client.get_run(tiny.run_id)
+    p, n = run.data.metrics[contract.VAL_FINAL_ACC], int(run.data.params["data.n_val"])
+    test, se = run.data.metrics[contract.TEST_ACCURACY], binomial_se(p, n)
+    chosen = table(tiny, "q4/selection.json")
+    assert (chosen["source"], chosen["kind"], chosen["study"]) == ("own", "validation", None)
+    assert chosen["estimate_run_id"] == chosen["run_id"] == tiny.run_id and chosen["best_trial_run_id"] is None
+    assert n == len(tiny.cfg.split(tiny.data.train)[1]) > 0 and chosen["n_val"] == n
+    assert chosen["estimate"] == pytest.approx(p) and chosen["se"] == pytest.approx(np.sqrt(p * (1 - p) / n))
+    assert chosen["gap"] == pytest.approx(test - p) and chosen["within"] == (abs(test - p) <= 2 * se)
+    assert numbers(tiny, "q4")["selection_gap"] == pytest.approx(test - p)
+
+    external = table(tiny, "q10/summary.json")["accuracy"]
+    texts = rendered_text(tiny.client, "test", tiny.run_id, tiny.tmp / "report")
+    en, fr = make_filters("en"), make_filters("fr")
+    for text, expected in (
+        (texts["en"], [
+            "This run was not chosen by a study: it is a plain training run (python -m agestudy.train)",
+            f"It held out {n} images of train/ for validation",
+            f"its validation accuracy was {en['pct'](p)}, with a standard error of ±{en['pts'](se, 1, False)}",
+            f"Test accuracy minus the estimate: {en['pts'](test - p)} ({en['pct'](test)} on test/ against "
+            f"{en['pct'](p)}, the run's own validation accuracy).",
+            "That lies within the estimate's noise" if abs(test - p) <= 2 * se else "That lies beyond the estimate's",
+            f"Beside this model's other measures: {en['pct'](external)} on these photos, {en['pct'](test)} on test/",
+            f"and {en['pct'](p)} ± {en['pts'](2 * se, 1, False)} (2 standard errors) estimated before test/ by the "
+            "run's own validation accuracy."]),
+        (texts["fr"], [
+            "Ce run n'a pas été choisi par une étude : c'est un simple run d'entraînement",
+            f"Il a mis de côté {n} images de train/ pour la validation",
+            f"Exactitude sur test/ moins l'estimation : {fr['pts'](test - p)} ({fr['pct'](test)} sur test/ contre "
+            f"{fr['pct'](p)}, l'exactitude de validation du run lui-même).",
+            f"À côté des autres mesures de ce modèle : {fr['pct'](external)} sur ces photos, "
+            f"{fr['pct'](test)} sur test/",
+            f"et {fr['pct'](p)} ± {fr['pts'](2 * se, 1, False)} (2 erreurs types) estimés avant test/"])):
+        for sentence in expected:
+            assert sentence.replace("\u00a0", " ") in text, (sentence, text[text.find("4. "):][:3000])
+    assert "best trial" not in texts["en"][texts["en"].find("How this configuration"):][:600]
 
 
 def test_q7_reports_a_missing_ablation_then_summarises_one(tiny):

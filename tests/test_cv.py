@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
 from itertools import product
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from conftest import rendered_text
 from test_tune import env_for, journal, load, runs_of
 
 from agestudy import runs as contract
@@ -156,9 +160,10 @@ epochs = 2
 """
 
 
-def test_cv_study_scores_trials_by_the_mean_of_their_folds_and_refits(synthetic_root, tmp_path):
-    from optuna.trial import TrialState
-
+@pytest.fixture(scope="module")
+def cv_study(synthetic_root, tmp_path_factory):
+    """The tiny CV study, tuned and refitted once (no analyses): its folder, study file and Optuna storage."""
+    tmp_path = tmp_path_factory.mktemp("cv")
     study_path = tmp_path / "cvt.toml"
     study_path.write_text(CV_STUDY.format(name="cvt"))
     storage = str(journal(tmp_path, "cvt"))
@@ -170,7 +175,13 @@ def test_cv_study_scores_trials_by_the_mean_of_their_folds_and_refits(synthetic_
                            "--quiet", "--storage", storage, "--no-analyze"],
                           capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return SimpleNamespace(tmp=tmp_path, study_path=study_path, storage=storage)
 
+
+def test_cv_study_scores_trials_by_the_mean_of_their_folds_and_refits(cv_study):
+    from optuna.trial import TrialState
+
+    tmp_path, study_path, storage = cv_study.tmp, cv_study.study_path, cv_study.storage
     study = load(study_path, storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert study.metric_names == ["cross-validated accuracy"]
@@ -239,6 +250,74 @@ def test_cv_study_scores_trials_by_the_mean_of_their_folds_and_refits(synthetic_
     assert "±" in final.data.tags[contract.DESCRIPTION_TAG] and "sd over 2 folds" in final.data.tags[
         contract.DESCRIPTION_TAG]
     assert np.isfinite(final.data.metrics[contract.TEST_ACCURACY])
+
+
+def test_a_cv_final_run_is_reported_with_the_folds_it_was_chosen_by(cv_study):
+    """Analysis q4 logs the best trial's mean and sd over its folds, each fold's score and the final run's test
+    accuracy minus that mean; q6 the trials within one sd of the best. Sections 4 and 6 say so in both languages."""
+    from optuna.trial import TrialState
+
+    from agestudy.analyses import run_analyses
+    from agestudy.report.render import make_filters
+
+    client, runs = runs_of(cv_study.tmp)
+    final = next(r for r in runs if r.data.tags.get(contract.ROLE_TAG) == contract.ROLE_FINAL)
+    parent = next(r for r in runs if r.data.tags.get(contract.ROLE_TAG) == contract.ROLE_STUDY)
+    optuna_study = load(cv_study.study_path, cv_study.storage)
+    best = optuna_study.best_trial
+    trial = client.get_run(best.user_attrs["mlflow_run_id"])
+    out = run_analyses(final.info.run_id, only="q4,q6", cache_dir=cv_study.tmp / "cache", progress=False)
+    assert out["failed"] == {}
+
+    def logged(path):
+        folder = cv_study.tmp / "dl" / path.replace("/", "_")
+        return json.loads(Path(client.download_artifacts(out["analysis_run_id"], path, str(folder))).read_text())
+
+    chosen, protocol = logged("q4/selection.json"), logged("q6/effects.json")["protocol"]
+    folds = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, contract.CV_FOLD_ACC),
+                                     key=lambda m: m.step)]
+    mean, sd = statistics.fmean(folds), statistics.stdev(folds)
+    test = final.data.metrics[contract.TEST_ACCURACY]
+    assert (chosen["source"], chosen["kind"], chosen["study"], chosen["objective"]) == ("study", "cv", "cvt",
+                                                                                         "cv_accuracy")
+    assert chosen["study_run_id"] == parent.info.run_id and chosen["best_trial"] == best.number
+    assert chosen["best_trial_run_id"] == chosen["estimate_run_id"] == trial.info.run_id
+    assert (chosen["folds"], chosen["repeats"], chosen["n_folds"], len(folds)) == (2, 1, 2, 2)
+    assert chosen["estimate"] == pytest.approx(mean) == best.value and chosen["sd"] == pytest.approx(sd)
+    assert chosen["fold_acc"] == pytest.approx(folds) and chosen["noise"] == pytest.approx(sd)
+    assert chosen["gap"] == pytest.approx(test - mean) and chosen["within"] == (abs(test - mean) <= sd)
+    assert chosen["test_accuracy"] == test and chosen["n_train"] == int(final.data.params["data.n_train_used"])
+    # q6: the study's trials compared by the folds' mean; within one sd of the best (the pruned one never counts)
+    complete = {t.number: t.value for t in optuna_study.trials if t.state == TrialState.COMPLETE}
+    assert (protocol["kind"], protocol["n_complete"], protocol["best_trial"]) == ("cv", len(complete), best.number)
+    assert protocol["sd"] == pytest.approx(sd) and protocol["sd_metric"] == contract.CV_SD_ACC
+    assert protocol["within_trials"] == sorted(n for n, v in complete.items() if v >= best.value - sd - 1e-12)
+
+    texts = rendered_text(client, "test", final.info.run_id, cv_study.tmp / "report")
+    en, fr = make_filters("en"), make_filters("fr")
+    for text, expected in (
+        (texts["en"], [
+            f"The configuration is that of the best trial (#{best.number}, run {trial.info.run_id}) of study cvt "
+            f"(run {parent.info.run_id}), which compared its trials by cross-validated accuracy",
+            "Each trial was a stratified 2-fold cross-validation of train/: 2 models, each trained on the other "
+            "folds and scored on the fold it held out.",
+            f"The best trial's cross-validated accuracy was {en['pct'](mean)} ± {en['pts'](sd, 1, False)} "
+            "(mean ± standard deviation over its 2 folds).",
+            f"Fold by fold: {en['pct'](folds[0])}; {en['pct'](folds[1])}.",
+            f"Test accuracy minus the estimate: {en['pts'](test - mean)} ({en['pct'](test)} on test/ against "
+            f"{en['pct'](mean)}, the mean accuracy over the best trial's folds).",
+            ("That lies within" if abs(test - mean) <= sd else "That lies beyond")
+            + f" the estimate's noise (one standard deviation of the folds: ±{en['pts'](sd, 1, False)})",
+            "Each trial was scored by a stratified 2-fold cross-validation of train/"]),
+        (texts["fr"], [
+            "Chaque essai était une validation croisée stratifiée de train/ en 2 plis",
+            f"Pli par pli : {fr['pct'](folds[0])} ; {fr['pct'](folds[1])}.",
+            f"Exactitude sur test/ moins l'estimation : {fr['pts'](test - mean)} ({fr['pct'](test)} sur test/ "
+            f"contre {fr['pct'](mean)}, l'exactitude moyenne sur les plis du meilleur essai).",
+            "Chaque essai a été noté par une validation croisée stratifiée de train/ en 2 plis"])):
+        for sentence in expected:
+            assert sentence.replace("\u00a0", " ") in text, (sentence, text[text.find("How this"):][:3000])
+    assert "plain training run" not in texts["en"]
 
 
 def test_cv_study_refuses_folds_the_data_cannot_fill(lab_tree, tmp_path):

@@ -425,6 +425,48 @@ def test_numbers_are_the_ones_runs_logged(study, tmp_path):
         assert (shown["diff"], shown["rho"], shown["direction"]) == pytest.approx((effect.diff, effect.rho,
                                                                                   effect.direction))
 
+    # how the configuration was chosen (analysis q4, section 4): the best trial's validation accuracy, its
+    # standard error on the trial's validation split, and the final run's test accuracy minus it
+    from agestudy.analyses.stats import trial_value
+    from agestudy.report.render import make_filters
+
+    trial = client.get_run(final.data.tags["agestudy.best_trial_run"])
+    p, n = trial.data.metrics["val/final_acc"], int(trial.data.params["data.n_val"])
+    se, test = (p * (1 - p) / n) ** 0.5, final.data.metrics["test/accuracy"]
+    chosen = data.sections["q04"].selection
+    assert (chosen["source"], chosen["kind"], chosen["study"], chosen["estimate_run_id"]) == (
+        "study", "validation", "quick", trial.info.run_id)
+    assert (chosen["estimate"], chosen["se"], chosen["n_val"]) == pytest.approx((p, se, n))
+    assert chosen["gap"] == pytest.approx(test - p) and chosen["within"] == (abs(test - p) <= 2 * se)
+    fr, en = make_filters("fr"), make_filters("en")
+    section = _section(text, "4. Exactitude finale sur test", "5. Au-delà de l'exactitude")
+    for printed in (f"L'exactitude de validation du meilleur essai était de {fr['pct'](p)}",
+                    f"erreur type de ±{fr['pts'](se, 1, False)}",
+                    f"Exactitude sur test/ moins l'estimation : {fr['pts'](test - p)}", trial.info.run_id):
+        assert printed.replace("\u00a0", " ") in section, (printed, section[-2500:])
+    page = squash(htmllib.unescape(re.sub(r"<[^>]+>", "", study["en_html"].read_text())))
+    n_fit, fraction = int(trial.data.params["data.n_train_used"]), float(trial.data.params["val_fraction"])
+    assert (f"Each trial trained on {n_fit} images of train/ and was scored on the {n} others, held out for "
+            f"validation ({en['pct'](fraction, 0)} of train/): there, one image weighs "
+            f"{en['pts'](1 / n, 1, False)}.").replace("\u00a0", " ") in page
+    assert (f"Test accuracy minus the estimate: {en['pts'](test - p)} ({en['pct'](test)} on test/ against "
+            f"{en['pct'](p)}, the best trial's validation accuracy).").replace("\u00a0", " ") in page
+
+    # how the study's trials compared (analysis q6, section 6): the completed trials within 2 standard errors
+    # of the best trial's validation accuracy, on its validation split
+    complete = {int(r["number"]): trial_value(r) for r in rows if r["state"] == "COMPLETE"}
+    number = max(complete, key=complete.get)
+    best_run = client.get_run(next(r["user_attrs_mlflow_run_id"] for r in rows if int(r["number"]) == number))
+    best, n_best = complete[number], int(best_run.data.params["data.n_val"])
+    noise = 2 * (best * (1 - best) / n_best) ** 0.5
+    protocol = q6.protocol
+    assert (protocol["kind"], protocol["best_trial"], protocol["n_complete"]) == ("validation", number, len(complete))
+    assert protocol["noise"] == pytest.approx(noise)
+    assert protocol["within_trials"] == sorted(k for k, v in complete.items() if v >= best - noise - 1e-12)
+    section = _section(text, "6. Les hyperparamètres qui comptent", "7. RandomCrop")
+    assert "Comment les essais ont été comparés" in section
+    assert f"±{fr['pts'](noise, 1, False)}".replace("\u00a0", " ") in section, section[:2000]
+
     # question 7: the augmentation study's objective by value, printed per group
     rows = list(csv.DictReader(io.StringIO(AUGMENTATION_TRIALS)))
     section = _section(text, "7. RandomCrop", "8. Prédiction multi-crop")

@@ -8,7 +8,8 @@ One module per question, each with ``run(ctx) -> dict`` of headline numbers:
     q1  q1_structure            layer table, parameter formulas and counts
     q2  q2_chance               freshly initialised networks against chance
     q3  q3_learning_curves      the learning curves, drawn from the logged metric histories
-    q4  q4_accuracy             test accuracy's Wilson interval; when validation first passed 75 %
+    q4  q4_accuracy             test accuracy's Wilson interval; when validation first passed 75 %;
+                                the estimate the configuration was chosen by, its noise, its gap from test/
     q5  q5_beyond_accuracy      margins, ROC/AUC interval, per-class scores, calibration
     q6  q6_hyperparameters      each hyperparameter's effect across a study's trials
     q7  q7_random_crop          what RandomCrop does, and what it buys (augmentation study)
@@ -88,7 +89,7 @@ QUESTIONS = {
     "q1": ("q1_structure", "network structure and parameter count"),
     "q2": ("q2_chance", "an untrained network is at chance"),
     "q3": ("q3_learning_curves", "learning curves from the logged metric histories"),
-    "q4": ("q4_accuracy", "test accuracy's interval and when validation first passed 75 %"),
+    "q4": ("q4_accuracy", "test accuracy's interval, when validation first passed 75 %, the selection estimate"),
     "q5": ("q5_beyond_accuracy", "beyond accuracy: margins, ROC, per-class scores, calibration"),
     "q6": ("q6_hyperparameters", "the hyperparameters that matter: effects across a study's trials"),
     "q7": ("q7_random_crop", "RandomCrop: what it does and what it buys"),

@@ -6,10 +6,18 @@ Wilson's. When validation accuracy first passed 75 % comes from the run itself w
 out a validation split, else from its study's best trial (the same configuration trained on
 part of train/: a final run trains on all of it). The training accuracy's first pass comes
 from the run's own ``train/acc`` history. Everything goes to ``q4/accuracy.json``.
+
+How the configuration was chosen goes to ``q4/selection.json`` (``selection.selection``): the
+study and its objective, the accuracy the configuration was chosen by (the best trial's
+validation accuracy with its standard error on the split's images, or its cross-validated mean
+with the folds' sd and each fold's score; a plain run's own validation accuracy) and the test
+accuracy minus that estimate, within its noise or not, each number with the run it came from.
+Sections 4, 6 and 10 of the report read it from there.
 """
 
 from __future__ import annotations
 
+from agestudy.analyses.selection import selection
 from agestudy.analyses.stats import wilson_interval
 from agestudy.runs import (
     FIRST_VAL_ACC75_SECONDS,
@@ -79,10 +87,13 @@ def run(ctx) -> dict:
     out["train75_step"] = next((step for step, value in train if value >= TARGET), None)
     out["train_acc_points"] = len(train)
     ctx.log_table("accuracy", out)
+    chosen = selection(ctx.client, analysed)
+    ctx.log_table("selection", chosen)
 
     first = out["first75"] or {}
     headline = {"ci_low": out["ci_low"], "ci_high": out["ci_high"], "correct": out["correct"],
                 "n_test": n_test, "first_val_acc75_step": first.get("step"),
-                "train_acc75_step": out["train75_step"]}
+                "train_acc75_step": out["train75_step"], "selection_estimate": chosen["estimate"],
+                "selection_gap": chosen["gap"]}
     ctx.log_metrics(headline)  # None values are left out
     return {k: v for k, v in headline.items() if v is not None}

@@ -1,6 +1,8 @@
 """Small statistics of what runs logged, for the analyses of questions 4, 6 and 7 (no training, no data).
 
 - ``wilson_interval``: the 95 % interval of an accuracy measured on ``n`` test images (q4);
+- ``binomial_se``, ``auc_se``: the standard error of an accuracy or a ROC AUC measured on one
+  validation split, the noise a study's trials were compared within (q4, q6; ``selection``);
 - ``hyperparameter_effects``: for each searched hyperparameter of a study, how the objective
   moves with it across the study's completed trials (direction and size) (q6);
 - ``ablation_groups``: the objective grouped by the values of one parameter (q7).
@@ -24,6 +26,22 @@ def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images: sqrt(p (1 - p) / n)."""
+    if not n or n <= 0 or p is None or not math.isfinite(p):
+        return float("nan")
+    return math.sqrt(p * (1 - p) / n)
+
+
+def auc_se(auc: float, n0: int, n1: int) -> float:
+    """Standard error of a ROC AUC measured on ``n0`` negatives and ``n1`` positives (Hanley & McNeil, 1982)."""
+    if not n0 or not n1 or n0 <= 0 or n1 <= 0 or auc is None or not math.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n0 * n1)
+    return math.sqrt(max(variance, 0.0))
+
+
 def _as_number(value):
     """A CSV cell as int/float/bool when it is one, else the string."""
     if isinstance(value, (int, float, bool)):
@@ -39,6 +57,21 @@ def _as_number(value):
         return float(text)
     except ValueError:
         return text
+
+
+def trial_value(row: dict) -> float:
+    """A trial's objective in a ``study/trials.csv`` row, NaN when it has none.
+
+    Optuna names the column ``value`` or, once the study names its objective (agestudy.tune's
+    set_metric_names), ``value_<objective name>``, e.g. ``value_validation accuracy``.
+    """
+    cell = row.get("value")
+    if cell is None:
+        cell = next((v for k, v in row.items() if k and k.startswith("value_")), None)
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _mean(values):
@@ -122,10 +155,7 @@ def hyperparameter_effects(rows: list[dict], importances: dict | None = None) ->
     importances = importances or {}
     done = []
     for row in rows:
-        try:
-            value = float(row.get("value", "nan"))
-        except (TypeError, ValueError):
-            continue
+        value = trial_value(row)
         if str(row.get("state", "")).upper() == "COMPLETE" and math.isfinite(value):
             done.append((row, value))
     names = sorted({k[len("params_"):] for row, _ in done for k in row if k.startswith("params_")})
@@ -179,10 +209,7 @@ def ablation_groups(rows: list[dict], param: str) -> list[dict]:
     for row in rows:
         if str(row.get("state", "")).upper() != "COMPLETE" or f"params_{param}" not in row:
             continue
-        try:
-            value = float(row.get("value", "nan"))
-        except (TypeError, ValueError):
-            continue
+        value = trial_value(row)
         if math.isfinite(value):
             by_value.setdefault(_as_number(row[f"params_{param}"]), []).append(value)
     groups = [{"value": k, "n": len(v), "mean": _mean(v), "std": _std(v)} for k, v in by_value.items()]

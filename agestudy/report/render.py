@@ -55,11 +55,11 @@ def make_filters(lang: str) -> dict:
         sign = "+" if signed and float(x) > 0 else ""
         return dec(f"{sign}{100 * float(x):.{digits}f}") + NBSP + "%"
 
-    def pts(x, digits: int = 1) -> str:
-        """A difference of two proportions, in percentage points."""
+    def pts(x, digits: int = 1, signed: bool = True) -> str:
+        """A difference of two proportions, in percentage points (``signed=False``: a size, such as a standard error)."""
         if _missing(x):
             return "—"
-        return dec(f"{100 * float(x):+.{digits}f}") + NBSP + "pt"
+        return dec(f"{100 * float(x):{'+' if signed else ''}.{digits}f}") + NBSP + "pt"
 
     def integer(x) -> str:
         if _missing(x):

@@ -2,7 +2,9 @@
 
 The accuracy, the training facts and whether the run held out a validation split are the
 run's own metrics and params (so a run without an analysis still shows them); the Wilson
-interval, the count of right images and when accuracy first passed 75 % come from the analysis.
+interval, the count of right images and when accuracy first passed 75 % come from the analysis,
+and so does how the configuration was chosen (the study, the estimate it was chosen by with its
+noise, the gap from the test accuracy: ``q4/selection.json``, which sections 6 and 10 read too).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from agestudy.report.sections.sources import read_analysis, table
 from agestudy.runs import TEST_ACCURACY, TEST_BALANCED_ACCURACY, TRAIN_ITERATIONS, TRAIN_SECONDS, run_metric
 
 ACCURACY = "q4/accuracy.json"
+SELECTION = "q4/selection.json"
 SOURCES = {
     "ci_low": table(ACCURACY, "ci_low", optional=True),  # Wilson 95 % interval of test/accuracy
     "ci_high": table(ACCURACY, "ci_high", optional=True),
@@ -20,6 +23,13 @@ SOURCES = {
     "first75": table(ACCURACY, "first75", optional=True),
     "train75_step": table(ACCURACY, "train75_step", optional=True),  # first train_acc >= 75 %, or null
     "train_acc_points": table(ACCURACY, "train_acc_points"),  # int: points of the run's train/acc history
+    # dict: how the configuration was chosen (agestudy/analyses/selection.py, selection): source ("study" |
+    # "own"), study, study_run_id, objective, n_complete, best_trial, best_trial_run_id, n_train, members,
+    # estimate_members; the estimate: kind ("validation" | "cv" | null), estimate, estimate_run_id,
+    # estimate_metric, se (validation) or sd, sd_metric (cv), noise, noise_rule ("se" | "sd"), noise_multiple,
+    # n_val, val_fraction, n_fit, image_weight (validation), folds, repeats, n_folds, fold_acc, fold_metric (cv);
+    # test_accuracy, test_metric, gap (test minus estimate), within (bool: inside the noise)
+    "selection": table(SELECTION),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agestudy.report.sections.q04_accuracy import ACCURACY, SELECTION
 from agestudy.report.sections.sources import figure, read_analysis, table
 
 SOURCES = {
@@ -11,6 +12,11 @@ SOURCES = {
     "summary": table("q10/summary.json"),
     "crops": figure("q10/crops.png", optional=True),
     "no_face": figure("q10/no_face.png", optional=True),
+    # analysis q4's, to set the photos' accuracy beside the test accuracy and the estimate the configuration
+    # was chosen by (section 4 shows them in full)
+    "selection": table(SELECTION, optional=True),
+    "test_ci_low": table(ACCURACY, "ci_low", optional=True),
+    "test_ci_high": table(ACCURACY, "ci_high", optional=True),
 }
 
 
