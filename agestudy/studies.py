@@ -10,6 +10,10 @@
                  {type = "float", low, high, log = false}
                  {type = "int", low, high, step = 1, log = false}
                  {type = "categorical", choices = [...]}
+    [variants.NAME]
+               named configurations to compare, each a table of training options that
+               override [fixed] (e.g. [variants.ema] ema = 0.998): the study searches one
+               categorical "variant" over their names (with the grid sampler: each once)
     [refit]    training options for the final retraining on all of train/ (default: none changed)
 
 Objectives: "val_acc" / "val_auc" judge a trial by one model trained on train/ less a
@@ -44,6 +48,7 @@ FOLDS_RANGE, REPEATS_RANGE = (2, 10), (1, 5)  # [study] folds and repeats of a c
 SAMPLERS = {"tpe", "random", "grid"}
 PRUNERS = {"median", "hyperband", "none"}
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+VARIANT = "variant"  # the searched name of a [variants.NAME] table
 # Options that belong to the run, not to the search.
 NOT_SEARCHABLE = {"device", "precision", "compile", "val_fraction", "evals_per_epoch", "log_every"}
 
@@ -81,6 +86,7 @@ class StudySpec:
     refit: dict = field(default_factory=dict)
     folds: int = 5  # cross-validated objectives only
     repeats: int = 1
+    variants: dict[str, dict] = field(default_factory=dict)  # [variants.NAME]: options over [fixed]
 
     @property
     def cv(self) -> bool:
@@ -91,13 +97,20 @@ class StudySpec:
         """Configurations a grid sampler goes through: the product of the choices."""
         return math.prod(len(p.choices or ()) for p in self.space)
 
+    def options(self, values: dict) -> dict:
+        """Training options of a trial's searched ``values``: [fixed], then its variant's table, then
+        the other searched values."""
+        values = dict(values)
+        variant = self.variants[values.pop(VARIANT)] if VARIANT in values else {}
+        return {**self.fixed, **variant, **values}
+
     def trial_config(self, values: dict) -> TrainConfig:
         # a cross-validated trial's models each hold out one fold: val_fraction says how much (1/folds)
         held_out = {"val_fraction": 1 / self.folds} if self.cv else {}
-        return TrainConfig(**{**self.fixed, **values, **held_out})
+        return TrainConfig(**{**self.options(values), **held_out})
 
     def refit_config(self, values: dict) -> TrainConfig:
-        return TrainConfig(**{**self.fixed, **values, **self.refit, "val_fraction": 0.0})
+        return TrainConfig(**{**self.options(values), **self.refit, "val_fraction": 0.0})
 
 
 def _check_keys(section: str, table: dict, allowed: set[str], where: Path) -> None:
@@ -170,7 +183,7 @@ def load_study(study: str | Path | None) -> StudySpec:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path}: not valid TOML: {err}") from None
-    _check_keys("top level", doc, {"study", "sampler", "pruner", "fixed", "space", "refit"}, path)
+    _check_keys("top level", doc, {"study", "sampler", "pruner", "fixed", "space", "refit", "variants"}, path)
     meta = doc.get("study", {})
     _check_keys("study", meta, {"name", "description", "objective", "n_trials", "timeout", "folds", "repeats"}, path)
     objective = meta.get("objective", "val_acc")
@@ -211,12 +224,23 @@ def load_study(study: str | Path | None) -> StudySpec:
     overlap = sorted(set(fixed) & {p.name for p in space})
     if overlap:
         raise UserError(f"{path}: {overlap} are both fixed and searched")
+    variants = doc.get("variants", {})
+    for name, options in variants.items():
+        if not isinstance(options, dict):
+            raise UserError(f"{path}: [variants.{name}] must be a table of training options")
+        _check_train_values(f"variants.{name}", options, path)
+        searched = sorted(set(options) & {p.name for p in space})
+        if searched:
+            raise UserError(f"{path}: [variants.{name}] sets {searched}, which [space] searches")
+        TrainConfig(**{**fixed, **options})  # each variant makes a valid configuration
+    if variants:
+        space.append(Param(VARIANT, "categorical", choices=list(variants)))
     if sampler["type"] == "grid" and not space:
         raise UserError(f"{path}: a grid sampler needs a [space.X] to go through")
     if sampler["type"] == "grid" and any(p.type != "categorical" for p in space):
         raise UserError(f"{path}: a grid sampler takes categorical [space.X] only (the configurations to compare)")
     spec = StudySpec(name=meta.get("name", path.stem), path=path, description=meta.get("description", ""),
                      objective=objective, n_trials=n_trials, timeout=timeout, sampler=sampler, pruner=pruner,
-                     fixed=fixed, space=space, refit=refit, folds=folds, repeats=repeats)
+                     fixed=fixed, space=space, refit=refit, folds=folds, repeats=repeats, variants=variants)
     spec.trial_config({})  # the fixed options make a valid configuration (checked on construction)
     return spec

@@ -92,7 +92,7 @@ def load(study_path: Path, storage: str):
 
 # ----------------------------------------------------------------------------- study files
 
-@pytest.mark.parametrize("name", ["default", "quick", "augmentation", "hyperparams", "cv"])
+@pytest.mark.parametrize("name", ["default", "quick", "augmentation", "hyperparams", "cv", "generalisation"])
 def test_shipped_studies_load(name):
     spec = load_study(name)
     assert spec.name == name and spec.space
@@ -108,12 +108,28 @@ def test_shipped_studies_load(name):
     ("[pruner]\ntype = 'sometimes'\n", "pruner type"),
     ("[space.dropout]\ntype = 'float'\nlow = 0.2\nhigh = 1.5\n", "dropout must be in"),
     ("[study\n", "not valid TOML"),
+    ("[variants.big]\nwidht = 32\n", "not a training option"),
+    ("[variants.big]\ncrop = 200\n", "crop must be between"),
+    ("[variants.ema]\nema = 0.998\n[space.ema]\ntype = 'categorical'\nchoices = [0.0, 0.99]\n", "which \\[space\\] searches"),
 ])
 def test_bad_study_files_are_refused_before_training(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         load_study(path)
+
+
+def test_variants_are_named_configurations_over_fixed(tmp_path):
+    path = tmp_path / "v.toml"
+    path.write_text("[sampler]\ntype = 'grid'\n[fixed]\nmembers = 1\nwidth = 12\n"
+                    "[space.lr]\ntype = 'categorical'\nchoices = [1e-3]\n"
+                    "[variants.plain]\n[variants.wide]\nwidth = 24\nema = 0.99\n")
+    spec = load_study(path)
+    assert spec.grid_size() == 2 and [p.name for p in spec.space] == ["lr", "variant"]
+    plain, wide = (spec.trial_config({"lr": 1e-3, "variant": v}) for v in ("plain", "wide"))
+    assert (plain.width, plain.ema, plain.members) == (12, 0.0, 1)
+    assert (wide.width, wide.ema, wide.members, wide.lr) == (24, 0.99, 1, 1e-3)
+    assert spec.refit_config({"lr": 1e-3, "variant": "wide"}).width == 24
 
 
 def test_missing_study_file_exits_2(tmp_path):
