@@ -110,7 +110,8 @@ def test_shipped_studies_load(name):
     ("[study\n", "not valid TOML"),
     ("[variants.big]\nwidht = 32\n", "not a training option"),
     ("[variants.big]\ncrop = 200\n", "crop must be between"),
-    ("[variants.ema]\nema = 0.998\n[space.ema]\ntype = 'categorical'\nchoices = [0.0, 0.99]\n", "which \\[space\\] searches"),
+    ("[variants.ema]\nema = 0.998\n[space.ema]\ntype = 'categorical'\nchoices = [0.0, 0.99]\n",
+     "which \\[space\\] searches"),
 ])
 def test_bad_study_files_are_refused_before_training(tmp_path, text, message):
     path = tmp_path / "bad.toml"
