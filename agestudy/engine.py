@@ -176,15 +176,22 @@ def next_batch(t: Trainer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x.contiguous(memory_format=torch.channels_last), t.labels[idx].T  # labels: B x M
 
 
+def mixup_partners(b: int, m: int, generator: torch.Generator, device) -> torch.Tensor:
+    """For each of m members, a random partner (0 .. b-1) for each of its b images: M x B."""
+    return torch.stack([torch.randperm(b, generator=generator, device=device) for _ in range(m)])
+
+
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One optimiser step on a batch from ``next_batch``; returns [mean member loss, accuracy] on the
     device (reading it would wait for the device: only logging points do)."""
     cfg, m = t.cfg, t.members
     if cfg.mixup > 0:
-        # mixup: train on blends of two images with the same blend of their labels
+        # mixup: train on blends of two images with the same blend of their labels; each member
+        # blends its own images with each other (its own pairs), never with another member's
         lam = float(t.mixup_rng.beta(cfg.mixup, cfg.mixup))
-        partner = torch.randperm(x.shape[0], generator=t.generator, device=t.device)
-        x = lam * x + (1 - lam) * x[partner]
+        partner = mixup_partners(y.shape[0], m, t.generator, t.device)  # M x B, within each member
+        rows = partner + torch.arange(m, device=t.device)[:, None] * y.shape[0]  # their rows of x (member-major)
+        x = lam * x + (1 - lam) * x[rows.reshape(-1)]
     with devices.autocast(t.device, t.precision):
         logits = t.member_logits(x)  # B x M x 2
     logits = logits.float().reshape(-1, logits.shape[-1])
@@ -195,7 +202,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     loss = member_loss(y)
     if cfg.mixup > 0:
-        loss = lam * loss + (1 - lam) * member_loss(y[partner])
+        loss = lam * loss + (1 - lam) * member_loss(y.gather(0, partner.T))  # B x M: each member's partners' labels
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     if cfg.grad_clip > 0:

@@ -78,6 +78,40 @@ def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
     assert not torch.equal(t.orders, orders)
 
 
+def test_mixup_blends_each_members_own_images_and_labels(synthetic_root, tmp_path):
+    """An ensemble's member k blends its batch with images of its own batch, and learns their labels."""
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    t = setup_training(TrainConfig(**{**TINY, "members": 3, "mixup": 0.4, "dropout": 0.0, "ema": 0.0}),
+                       data.train)
+    x, y = next_batch(t, 0)
+    b = y.shape[0]
+
+    class AllPartner:  # lam = 0: each image replaced by its partner, each label by the partner's
+        def beta(self, a, c):
+            return 0.0
+
+    t.mixup_rng = AllPartner()
+    seen = {}
+    forward = t.member_logits
+    t.member_logits = lambda inputs: (seen.setdefault("x", inputs.clone()), forward(inputs))[1]
+    state = copy.deepcopy(t.model.state_dict())
+    loss = train_step(t, x, y)[0]
+    blended = seen["x"]
+    expected = 0.0
+    t.model.load_state_dict(state)  # the weights before the step: recompute the loss it took
+    with torch.no_grad():
+        logits = forward(blended).float()  # B x M x 2 (train mode: the same batch statistics)
+    for k in range(3):
+        mine = x[k * b : (k + 1) * b].flatten(1)
+        for i in range(b):
+            image = blended[k * b + i].flatten()
+            match = (mine == image).all(1).nonzero().flatten()
+            assert len(match) >= 1  # one of member k's own images, not another member's
+            target = y[match[0], k]
+            expected += float(F.cross_entropy(logits[i, k][None], target[None], label_smoothing=t.cfg.label_smoothing))
+    assert abs(float(loss) - expected / b / 3) < 1e-4  # trained on the partners' labels
+
+
 def test_training_step_changes_weights_without_reading_the_device(synthetic_root, tmp_path, monkeypatch):
     data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
     t = setup_training(TrainConfig(**{**TINY, "members": 2}), data.train)
