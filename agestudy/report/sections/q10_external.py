@@ -8,7 +8,7 @@ from agestudy.report.sections.sources import figure, read_analysis, table
 SOURCES = {
     # dict: status ("measured" | "no_external_photos"), message (str), n_photos, n_faces_found, n_no_face,
     # n_judged, accuracy, accuracy_ci_low, accuracy_ci_high (when judged), photos (list of rows with file,
-    # label, status, p1, predicted, correct)
+    # label, status, framing ("eyes" | "box"), p1, predicted, correct)
     "summary": table("q10/summary.json"),
     "crops": figure("q10/crops.png", optional=True),
     "no_face": figure("q10/no_face.png", optional=True),
