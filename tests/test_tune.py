@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 from agestudy import runs as contract
+from agestudy.config import TrainConfig
 from agestudy.errors import UserError
 from agestudy.studies import load_study
 
@@ -128,7 +129,7 @@ def test_variants_are_named_configurations_over_fixed(tmp_path):
     spec = load_study(path)
     assert spec.grid_size() == 2 and [p.name for p in spec.space] == ["lr", "variant"]
     plain, wide = (spec.trial_config({"lr": 1e-3, "variant": v}) for v in ("plain", "wide"))
-    assert (plain.width, plain.ema, plain.members) == (12, 0.0, 1)
+    assert (plain.width, plain.ema, plain.members) == (12, TrainConfig().ema, 1)
     assert (wide.width, wide.ema, wide.members, wide.lr) == (24, 0.99, 1, 1e-3)
     assert spec.refit_config({"lr": 1e-3, "variant": "wide"}).width == 24
 
