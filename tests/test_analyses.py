@@ -25,8 +25,9 @@ from agestudy.models import MODELS, count_parameters, create_model, split_member
 from agestudy.predict import predict_proba
 from agestudy.train import TrainConfig, load_model, train_and_log
 
+# two epochs must teach the model something: no mixup, which slows so short a run (the default is for ~60 epochs)
 TINY = dict(members=1, stem_stride=4, model="efficient", width=8, epochs=2, batch_size=16, crop=64, padding=2,
-            precision="fp32", val_fraction=0.2, evals_per_epoch=1)
+            precision="fp32", val_fraction=0.2, evals_per_epoch=1, mixup=0.0)
 QUICK = {"q5_bootstrap": 200, "q8_bootstrap": 200, "q8_orderings": 10, "q12_steps": 40}
 
 
