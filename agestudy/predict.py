@@ -17,7 +17,6 @@ from each image; its prediction is the mean of their softmax probabilities:
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import torch
 
@@ -62,9 +61,7 @@ def model_inputs(images: torch.Tensor, view: str, aug: AugmentConfig,
     made on the batch's device; ``crops(N)`` draws from ``generator``, which lives there too."""
     n = view_size(view)
     if view not in FIXED_VIEWS:
-        # training's geometry only: no colour change, no grey, blur or erased patch
-        geometric = replace(aug, jitter=0.0, random_crop=True, grayscale=0.0, blur=0.0, erase=0.0)
-        return [augment_batch(images, geometric, generator) for _ in range(n)]
+        return [augment_batch(images, aug.geometric(), generator) for _ in range(n)]
     return [fixed_input(images, position, aug.crop) for position in crop_positions(view, images.shape[-1], aug.crop)]
 
 

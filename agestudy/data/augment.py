@@ -9,7 +9,7 @@ numbers drawn there too from ``generator``, which must live on that device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,11 @@ class AugmentConfig:
     grayscale: float = 0.0  # probability of turning an image grey (old or black-and-white photos)
     blur: float = 0.0  # probability of a Gaussian blur, sigma uniform in BLUR_SIGMA (soft or small photos)
     erase: float = 0.0  # probability of erasing a random rectangle (occlusion: hands, glasses, hair)
+
+    def geometric(self) -> AugmentConfig:
+        """Training's random geometry alone (crop position, flip, zoom, rotation): what test-time
+        crops draw, without colour jitter, grey, blur or erased patches."""
+        return replace(self, random_crop=True, jitter=0.0, grayscale=0.0, blur=0.0, erase=0.0)
 
 
 BLUR_SIGMA = (0.3, 1.5)  # pixels of the 100x100 image: from barely soft to a 4x smaller photo upscaled
