@@ -124,8 +124,9 @@ def data_params(data: LabData) -> dict:
 
 def auto_fields(cfg: TrainConfig) -> list[str]:
     """The options left to "auto", whose values the run resolved for its machine and data."""
+    zero_means_auto = ["batch_size", "epochs", "stem_stride"] + ([] if cfg.epochs else ["train_images"])  # else unused
     return [name for name, value in (("device", cfg.device), ("precision", cfg.precision)) if value == "auto"] + \
-        [name for name in ("batch_size", "epochs", "stem_stride") if not getattr(cfg, name)]
+        [name for name in zero_means_auto if not getattr(cfg, name)]
 
 
 def run_description(what: str, cfg: TrainConfig, data: LabData, train, val, test: bool) -> str:

@@ -263,7 +263,7 @@ def make_objective(spec: StudySpec, data: LabData, parent_run_id: str, progress:
             trial.report(state["value"], state["evals"])
             return trial.should_prune()  # True stops the training: a pruned trial
 
-        epochs = cfg.epochs_for(n_trial_train)
+        epochs = cfg.epochs_for(n_trial_train, devices.select_device(cfg.device).type)
         trial.set_user_attr("epochs_planned", epochs)
         tags = {ROLE_TAG: ROLE_TRIAL, STUDY_TAG: spec.name, TRIAL_TAG: str(trial.number)}
         run = train_and_log(cfg, data, run_name=f"{spec.name}-trial-{trial.number}", tags=tags,
@@ -322,7 +322,8 @@ def cross_validate(trial, spec: StudySpec, cfg, data: LabData, parent_run_id: st
     trial.set_user_attr(RUN_ID_ATTR, run_id)
     cv_params = {"cv.folds": spec.folds, "cv.repeats": spec.repeats}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in {**asdict(cfg), **cv_params}.items()])
-    epochs = cfg.epochs_for(len(data.train) - round(len(data.train) / spec.folds))
+    fold_train = len(data.train) - round(len(data.train) / spec.folds)
+    epochs = cfg.epochs_for(fold_train, devices.select_device(cfg.device).type)
     trial.set_user_attr("epochs_planned", epochs * total)
     scores = {"acc": [], "auc": []}
     status = "FAILED"

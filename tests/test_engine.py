@@ -199,9 +199,15 @@ def test_compile_falls_back_cleanly(monkeypatch):
 
 def test_training_length_scales_with_the_data():
     cfg = TrainConfig()
-    assert cfg.epochs_for(2_327) == 60  # the development faces: about 60 epochs
-    assert 3 <= cfg.epochs_for(40_000) <= 4  # CACD: the same number of images seen
-    assert TrainConfig(epochs=7).epochs_for(40_000) == 7
+    assert cfg.epochs_for(2_327, "cpu") == 60  # the development faces: about 60 epochs
+    assert 3 <= cfg.epochs_for(40_000, "cpu") <= 4  # CACD: the same number of images seen
+    assert TrainConfig(epochs=7).epochs_for(40_000, "cpu") == 7
+    # a GPU, where images are cheap, trains twice as long by default; an explicit length holds everywhere
+    assert cfg.train_images_for("cuda") == 2 * cfg.train_images_for("cpu")
+    assert cfg.epochs_for(2_327, "cuda") == 120
+    assert TrainConfig(train_images=55_000).epochs_for(2_327, "cuda") == 24
+    resolved = cfg.resolved(torch.device("cpu"), 2_327)
+    assert resolved.train_images == 140_000 and resolved.epochs == 60  # what the run logs: concrete values
     assert cfg.batch_for("cpu") == 64 and cfg.batch_for("cuda") == 256
     assert cfg.lr_for(256) == pytest.approx(4 * cfg.lr_for(64))  # auto batch: lr scaled to it
     assert TrainConfig(batch_size=32, lr=1e-3).lr_for(32) == 1e-3  # an explicit batch keeps --lr as given
