@@ -77,7 +77,7 @@ EOF
     extra)
       phase bench-baseline 120 "$py" -m agestudy.bench --data "$faces" --scale-to 40000 --steps 50 \
         --model baseline --members 1
-      phase train 180 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
+      phase train 240 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
     *) echo "unknown phase $p (env tests bench mainjob extra)"; exit 2 ;;
   esac
 done
