@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import rendered_text
+from conftest import REPO, rendered_text
 from test_tune import env_for, journal, load, runs_of
 
 from agestudy import runs as contract
@@ -251,6 +251,28 @@ def test_cv_study_scores_trials_by_the_mean_of_their_folds_and_refits(cv_study):
     assert "±" in final.data.tags[contract.DESCRIPTION_TAG] and "sd over 2 folds" in final.data.tags[
         contract.DESCRIPTION_TAG]
     assert np.isfinite(final.data.metrics[contract.TEST_ACCURACY])
+
+
+def test_cv_ensembles_tool_recomputes_each_trials_folds_and_averages_them(cv_study, synthetic_root):
+    """tools/cv-ensembles.py re-predicts the stored fold models on the folds they held out: each complete
+    trial's recomputed CV accuracy is the one the study logged (the pruned trial, missing a fold, is left out)."""
+    study = load(cv_study.study_path, cv_study.storage)
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "cv-ensembles.py"), "--data", str(synthetic_root),
+                           "--cache-dir", str(cv_study.tmp / "cache")],
+                          capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("2 configurations, 2 folds, ")
+    for trial in study.trials[:2]:
+        line = next(x for x in lines if x.strip().startswith(f"cvt trial {trial.number}:"))
+        assert float(line.split(":")[1].split("+-")[0]) == pytest.approx(100 * trial.value, abs=0.006)
+    assert any(x.startswith("all 2: ") for x in lines)
+    counts = [int(part.split(": ")[1]) for part in lines[-1].split("configurations: ")[1].split(", ")]
+    assert len(counts) == 3 and sum(counts) == int(lines[0].split(", ")[2].split()[0])  # each face counted once
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "cv-ensembles.py"), "--data", str(synthetic_root),
+                          "--tracking-uri", f"sqlite:///{cv_study.tmp / 'none.db'}"],
+                         capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("error:")
 
 
 def test_a_cv_final_run_is_reported_with_the_folds_it_was_chosen_by(cv_study):
