@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -155,10 +156,24 @@ def create_pruner(spec: StudySpec):
                                        n_warmup_steps=p.get("n_warmup_steps", 2))
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Ctrl-C or SIGTERM inside a trial: Optuna logs the trial's failure with the interrupted
+    training's traceback. Its one-line message stays; the traceback goes (an interrupt is not a
+    bug, and cli_entry says "interrupted")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def open_study(spec: StudySpec, storage_url: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
     study = optuna.create_study(study_name=spec.name, storage=open_storage(storage_url), direction="maximize",
                                 sampler=create_sampler(spec), pruner=create_pruner(spec), load_if_exists=True)
     if study.metric_names is None:  # optuna-dashboard then names the objective instead of "Objective 0"

@@ -332,6 +332,36 @@ def test_kill_9_loses_no_completed_trial(synthetic_root, tmp_path):
     assert client.get_run(killed_run).info.status == "FAILED"
 
 
+def test_sigterm_mid_trial_stops_cleanly_without_a_traceback(synthetic_root, tmp_path):
+    """A scheduler's timeout (SIGTERM) inside a trial: exit 130 with "interrupted", Optuna's one-line note of
+    the trial's failure but no traceback, the trial's MLflow run ended KILLED (not left RUNNING)."""
+    from optuna.trial import TrialState
+
+    study_path = write_study(tmp_path, "term", n_trials=1, epochs=10_000)
+    storage = str(journal(tmp_path, "term"))
+    load(study_path, storage).enqueue_trial({"lr": 0.05})
+    proc = subprocess.Popen(tune_cmd(study_path, synthetic_root, tmp_path, "--storage", storage, "--no-refit"),
+                            env=env_for(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def trial_running():
+        trials = load(study_path, storage).trials
+        return len(trials) == 1 and trials[0].state == TrialState.RUNNING and "mlflow_run_id" in trials[0].user_attrs
+
+    try:
+        _wait_for(trial_running, 600, "the trial to start")
+        time.sleep(1)  # inside the trial's training
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" in stderr  # the note stays, the traceback goes
+    trial = load(study_path, storage).trials[0]
+    assert trial.state == TrialState.FAIL
+    client, _ = runs_of(tmp_path)
+    assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+
 def test_two_workers_share_one_study(synthetic_root, tmp_path):
     from optuna.trial import TrialState
 
