@@ -1,12 +1,14 @@
-"""How far averaging networks could go: ensembles of a cross-validated study's configurations.
+"""The CV accuracy of ensembles of a cross-validated study's configurations, from its stored fold models.
 
 A cross-validated study (objective cv_accuracy) keeps one model per fold of each trial (the
 fold runs' model/ artifacts), every configuration trained on the same folds. This re-predicts
 each fold model on the fold it held out and averages the probabilities of several
 configurations' models fold by fold: the cross-validated accuracy an ensemble of those networks
-would have had, without training anything. It answers "is the ceiling the network or the
-data?": if averaging many different networks barely moves the accuracy, the faces they all get
-wrong (counted last) set the limit, not any one configuration. Only train/ is read.
+would have had, without training anything: how much the configurations' mistakes differ, and
+which faces all of them get wrong (counted last). Only train/ is read. Configurations of one
+study share its seed (the same initialisation and order of images), so their mistakes overlap
+more than those of an ensemble's members, which differ in both: they gain less together than
+independent networks usually do (measure those with --members in a study).
 
     python tools/cv-ensembles.py --data ROOT --tracking-uri sqlite:///a.db --tracking-uri sqlite:///b.db
 
