@@ -35,7 +35,7 @@ from agestudy import device as devices
 from agestudy.analyses import load_run_model
 from agestudy.config import TrainConfig
 from agestudy.data import load_data
-from agestudy.errors import UserError
+from agestudy.errors import UserError, cli_entry
 from agestudy.predict import evaluation_view, predict_proba
 from agestudy.runs import FOLD_TAG, ROLE_FOLD, ROLE_TAG, STUDY_TAG, TRIAL_TAG, open_store
 
@@ -86,6 +86,7 @@ def cv_accuracy(members: list, probs: dict, labels: dict) -> tuple[float, float]
     return statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
 
 
+@cli_entry
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,19 +97,14 @@ def main(argv=None) -> int:
     parser.add_argument("--combinations", type=int, default=2000, help="at most this many ensembles of one size")
     parser.add_argument("--cache-dir", help="decode cache folder (default ~/.cache/agestudy)")
     args = parser.parse_args(argv)
-    try:
-        data = load_data(args.data, args.cache_dir, progress=False, verbose=False)
-        found = {}
-        for uri in args.tracking_uri or [None]:
-            client, _ = open_store(uri)
-            found.update({name: (client, runs) for name, runs in fold_runs(client).items()})
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    data = load_data(args.data, args.cache_dir, progress=False, verbose=False)
+    found = {}
+    for uri in args.tracking_uri or [None]:
+        client, _ = open_store(uri)
+        found.update({name: (client, runs) for name, runs in fold_runs(client).items()})
     configurations = complete({name: runs for name, (_, runs) in found.items()})
     if not configurations:
-        print("error: no cross-validated trial with all its folds finished in these stores", file=sys.stderr)
-        return 2
+        raise UserError("no cross-validated trial with all its folds finished in these stores")
     device = devices.select_device("auto")
     probs, labels = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
