@@ -129,6 +129,34 @@ def timed(batches, step, steps: int, warmup: int, batch_size: int, device: torch
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def profile_steps(t: Trainer, steps: int, rows: int = 25) -> None:
+    """Print where agestudy's step spends its time (torch.profiler over ``steps`` steps): the ops
+    that cost the device most, and host time per step against device time per step (a host
+    slower than its device means the step is launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = t.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    synchronize(t.device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for step in range(steps):
+            train_step(t, *next_batch(t, step))
+        synchronize(t.device)
+    wall = (time.perf_counter() - start) / steps
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(events.table(sort_by=key, row_limit=rows, max_name_column_width=60), flush=True)
+    summary = f"profile: {wall * 1e3:.2f} ms a step (profiled)"
+    if cuda:
+        # the kernels themselves (an aten op's device time is its kernels': counting both would count twice)
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        device_us = sum(e.self_device_time_total for e in kernels) / steps
+        launches = sum(e.count for e in kernels) / steps
+        summary += f", device busy {device_us / 1e3:.2f} ms a step, {launches:.0f} kernels a step"
+    print(summary, flush=True)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -209,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="agestudy's and the tuned loop's precision (auto: from the hardware)")
     parser.add_argument("--compile", action="store_true", help="torch.compile agestudy's step")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many of agestudy's steps (torch.profiler): the costliest ops")
     parser.add_argument("--skip-notebook", action="store_true", help="do not time the (slow) notebook loop")
     parser.add_argument("--cache-dir", help="where decoded arrays are cached (default ~/.cache/agestudy)")
     return parser
@@ -217,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.scale_to < 0 or args.workers < 0:
-        raise UserError("--steps must be >= 1, and --warmup, --scale-to and --workers >= 0")
+    if args.steps < 1 or min(args.warmup, args.scale_to, args.workers, args.profile) < 0:
+        raise UserError("--steps must be >= 1, and --warmup, --scale-to, --workers and --profile >= 0")
     cfg = replace(TrainConfig(), model=args.model, members=args.members, batch_size=args.batch_size,
                   width=args.width, stem_stride=args.stem_stride,
                   crop=args.crop, device=args.device, precision=args.precision, compile=args.compile)
@@ -265,6 +295,8 @@ def main(argv=None) -> int:
           f"agestudy / tuned standard {results['agestudy'] / results['tuned']:.2f}x"
           + (f"; agestudy / notebook {results['agestudy'] / results['notebook']:.2f}x"
              if "notebook" in results else ""))
+    if args.profile:
+        profile_steps(t, args.profile)
     return 0
 
 

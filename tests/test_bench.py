@@ -56,3 +56,15 @@ def test_bench_rejects_bad_arguments_without_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--steps" in proc.stderr
     proc = run_bench(["--data", str(tmp_path / "nowhere")], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_bench_profile_prints_the_costliest_ops_and_the_time_a_step(synthetic_root, tmp_path):
+    proc = run_bench(["--data", str(synthetic_root), "--cache-dir", str(tmp_path / "cache"), "--members", "2",
+                      "--crop", "64", "--batch-size", "16", "--steps", "1", "--warmup", "0", "--workers", "1",
+                      "--skip-notebook", "--profile", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "notebook loop" not in out
+    assert re.search(r"aten::convolution", out)  # the profiler's table of ops, after the ratios
+    assert out.index("ratios:") < out.index("aten::convolution")
+    assert float(re.search(r"profile: ([\d.]+) ms a step", out).group(1)) > 0
