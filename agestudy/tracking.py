@@ -8,6 +8,7 @@ carry (tags, roles, artifact paths) and how they are found again live in agestud
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -194,6 +195,21 @@ def _digest(fingerprint: str, context: str, n: int) -> str:
     return hashlib.sha256(f"{fingerprint}/{context}/{n}".encode()).hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def environment(**variables: str):
+    """Set environment variables for the duration of a ``with`` block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def log_classifier(model, aug, register: bool = False, description: str = "") -> str | None:
     """Log the trained network as an MLflow model (mlflow.pytorch, wrapped as agestudy.predict.AgeClassifier:
     uint8 images N x 3 x 100 x 100 in, P(aged 52-62) out, with signature and input example), and with
@@ -218,8 +234,10 @@ def log_classifier(model, aug, register: bool = False, description: str = "") ->
     example = np.random.default_rng(0).integers(0, 256, (2, 3, 100, 100), dtype=np.uint8)  # no real face
     with torch.no_grad():
         output = served(torch.from_numpy(example)).numpy()
-    with warnings.catch_warnings():  # torch.export's notes on CPU weights: ours are on the CPU
-        warnings.simplefilter("ignore", UserWarning)
+    # MLflow checks the input example by loading the saved model on its default device, a GPU where there
+    # is one, but a torch.export program stays on the device it was saved from (the CPU): ask for the CPU
+    with warnings.catch_warnings(), environment(MLFLOW_DEFAULT_PREDICTION_DEVICE="cpu"):
+        warnings.simplefilter("ignore", UserWarning)  # torch.export's notes on CPU weights: ours are on the CPU
         info = mlflow.pytorch.log_model(
             served, name=LOGGED_MODEL_NAME, signature=infer_signature(example, output), input_example=example,
             serialization_format="pt2",

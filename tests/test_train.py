@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -207,3 +209,13 @@ def test_training_runs_sample_system_metrics_unless_told_not_to(synthetic_root, 
     assert "system/cpu_utilization_percentage" in keys[sampled]
     assert "system/system_memory_usage_megabytes" in keys[sampled]
     assert not any(k.startswith("system/") for k in keys[quiet])
+
+
+def test_environment_sets_variables_for_the_block_and_restores_them(monkeypatch):
+    from agestudy.tracking import environment
+
+    monkeypatch.delenv("AGESTUDY_TEST_UNSET", raising=False)
+    monkeypatch.setenv("AGESTUDY_TEST_SET", "before")
+    with environment(AGESTUDY_TEST_UNSET="a", AGESTUDY_TEST_SET="b"):
+        assert os.environ["AGESTUDY_TEST_UNSET"] == "a" and os.environ["AGESTUDY_TEST_SET"] == "b"
+    assert "AGESTUDY_TEST_UNSET" not in os.environ and os.environ["AGESTUDY_TEST_SET"] == "before"
