@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the training-engine issue in one run, for a session that is lent a
-# GPU machine for a few minutes (no package registry there; Python 3.12 with torch, no mlflow or
-# optuna). Prepare it once, beside the checkout, in the repository root:
+# Every GPU measurement of the training-engine and generalisation issues in one run, for a session
+# that is lent a GPU machine for a few minutes (no package registry there; Python 3.12 with torch,
+# no mlflow or optuna). Prepare it once, beside the checkout, in the repository root:
 #
 #   ../shared/tools/offline-bundle.sh .gpu          # mlflow, optuna and theirs -> .gpu/site.tgz
 #   cp -rL ../shared/data/faces-dev .gpu/faces-dev   # the development faces (.gpu/ is git-ignored:
 #   cp ../shared/tools/cacd-scale.sh .gpu/           #  never commit them)
 #
 # then run `bash tools/gpu-measure.sh` there with .gpu carried (about 50 MB) and a timeout of
-# 600 s. Everything goes to $OUT/gpu-log.txt (and the terminal). Each phase has its own time
-# limit, cut to what is left of TOTAL (570 s: one call of the device tool), so one slow phase
-# cannot eat the rest and the script ends before the call's limit. Phases, most wanted first:
-#   env      GPU name, torch and CUDA versions
-#   tests    the CUDA-only tests (they skip on a CPU machine)
-#   bench    agestudy.bench of the default ensemble and of the lab's baseline CNN, CACD-sized
-#            (--scale-to 40000): agestudy's loop, model alone, tuned standard loop, peak, ratios
-#   train    the default agestudy.train on faces-dev: seconds of training, test accuracy
-#   mainjob  the default main job (study + refit + analyses) on a CACD-sized copy of faces-dev
-#            made of links (its accuracy means nothing: test/ repeats train/); stopped at its
-#            limit, its log still shows how many trials finished in how long
-#   extra    the baseline CNN's bench and the default agestudy.train on faces-dev (test accuracy)
-# Pick phases with PHASES="bench extra" bash tools/gpu-measure.sh; limits with LIMIT_<PHASE>=s.
+# 600 s. Everything goes to $OUT/gpu-log.txt (and the terminal); the folds' and seeds' scores to
+# $OUT/scores.jsonl. Each phase has its own time limit, cut to what is left of TOTAL (570 s: one
+# call of the device tool), so one slow phase cannot eat the rest. Phases timed alone on the GPU
+# (throughput) never share it; phases that only measure accuracy or correctness run side by side.
+#   env       GPU name, torch and CUDA versions; decodes the faces once (a shared cache)
+#   bench     agestudy.bench of the default ensemble, CACD-sized (--scale-to 40000): agestudy's
+#             loop, model alone, tuned standard loop, peak, ratios, then a profile of the step
+#   accuracy  side by side: the CUDA-only tests; the GPU default's 5-fold CV on faces-dev/train
+#             (tools/train-folds.py, one process a fold); its test accuracy with seeds 1 and 2
+#   train     the default agestudy.train on faces-dev, alone: seconds of training, test accuracy
+#   compile   the bench again with --compile (is torch.compile worth it here?)
+#   mainjob   the default main job (3 trials of the study, refit, analyses) on a CACD-sized copy of
+#             faces-dev made of links (its accuracy means nothing: test/ repeats train/); stopped
+#             at its limit, its log still shows how far it got in how long
+#   candidate side by side: 5-fold CV of a candidate GPU default (CANDIDATE, TrainConfig fields)
+#   baseline  the bench of the lab's baseline CNN with the notebook loop
+# Pick phases with PHASES="bench train" bash tools/gpu-measure.sh; limits with LIMIT_<PHASE>=s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-measure}
 mkdir -p "$out"
 log=$out/gpu-log.txt
+scores=$out/scores.jsonl
 exec > >(tee -a "$log") 2>&1
 export PYTHONUNBUFFERED=1 MLFLOW_TRACKING_URI=sqlite:////tmp/gpu-measure-mlflow.db
 py=${PYTHON:-python3}
 bundle=${BUNDLE:-.gpu}
 faces=${FACES:-$bundle/faces-dev}
-phases=${PHASES:-env tests bench mainjob extra}
+scale=${SCALE:-40000}
+steps=${STEPS:-60}
+candidate=${CANDIDATE:-members=5}
+extra=""; for kv in ${FOLD_SET:-}; do extra+=" --set $kv"; done  # e.g. FOLD_SET=train_images=500 for a smoke test
+phases=${PHASES:-env bench accuracy train compile mainjob candidate baseline}
 deadline=$(( $(date +%s) + ${TOTAL:-570} ))
 
 if [ -f "$bundle/site.tgz" ]; then
@@ -51,19 +60,53 @@ phase() {  # phase NAME DEFAULT_LIMIT COMMAND...: time one phase under its own l
     "$([ "$rc" = 124 ] && echo ' (stopped at its limit)')"
 }
 
+side_by_side() {  # side_by_side TAG 'command' ...: run the commands at once, each line tagged; wait for all
+  local tag=$1 i=0; shift
+  for command in "$@"; do
+    i=$((i + 1))
+    AGESTUDY_THREADS=2 bash -c "$command" 2>&1 | sed -u "s/^/[$tag $i] /" &  # 2 threads each: no oversubscription
+  done
+  wait
+}
+export -f side_by_side
+
+folds() {  # folds TAG [--set F=V ...]: the 5 folds of a configuration, one process each
+  local tag=$1; shift
+  local commands=()
+  for k in 0 1 2 3 4; do
+    commands+=("$py tools/train-folds.py --data $faces --fold $k $extra $* | tee -a $scores")
+  done
+  side_by_side "$tag" "${commands[@]}"
+}
+
 for p in $phases; do
   case $p in
     env)
-      phase env 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+      phase env 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; \
         $py -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \
-        torch.cuda.get_device_name() if torch.cuda.is_available() else \"no GPU\")'; nproc" ;;
-    tests)
-      phase tests 120 "$py" -m pytest -q -p no:cacheprovider -k "cuda or gpu" tests/test_engine.py tests/test_cyclegan.py ;;
+        torch.cuda.get_device_name() if torch.cuda.is_available() else \"no GPU\")'; nproc; \
+        $py -c 'import mlflow, optuna; print(\"mlflow\", mlflow.__version__, \"optuna\", optuna.__version__)'; \
+        $py -c 'from agestudy.data import load_data; load_data(\"$faces\", progress=False)'"
+      [ -d /tmp/cacd ] || { bash "$bundle/cacd-scale.sh" "$faces" /tmp/cacd >/dev/null & cacd_pid=$!; } ;;
     bench)
-      phase bench-default 150 "$py" -m agestudy.bench --data "$faces" --scale-to 40000 --steps 50 ;;
+      phase bench 90 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps "$steps" --warmup 15 \
+        --skip-notebook --profile 10 ;;
+    accuracy)
+      phase accuracy 150 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
+        side_by_side tests '$py -m pytest -q -p no:cacheprovider -k \"cuda or gpu\" tests/test_engine.py tests/test_cyclegan.py' \
+          '$py tools/train-folds.py --data $faces --test $extra --set seed=1 | tee -a $scores' \
+          '$py tools/train-folds.py --data $faces --test $extra --set seed=2 | tee -a $scores' & \
+        folds default; wait" ;;
+    train)
+      phase train 75 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
+    compile)
+      phase compile 80 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps "$steps" --warmup 15 \
+        --skip-notebook --compile ;;
     mainjob)
-      [ -d /tmp/cacd ] || bash "$bundle/cacd-scale.sh" "$faces" /tmp/cacd >/dev/null
-      phase mainjob 600 "$py" -m agestudy.tune --data /tmp/cacd --experiment gpu-mainjob --quiet \
+      # the CACD-sized copy (a bare `wait` would also wait for the log's tee, for ever)
+      if [ -n "${cacd_pid:-}" ]; then wait "$cacd_pid"; elif [ ! -d /tmp/cacd ]; then
+        bash "$bundle/cacd-scale.sh" "$faces" /tmp/cacd >/dev/null; fi
+      phase mainjob 170 "$py" -m agestudy.tune --data /tmp/cacd --experiment gpu-mainjob --quiet --n-trials 3 \
         --storage /tmp/gpu-measure-default.journal
       "$py" - <<'EOF'  # the trials' states and times, also when the phase was stopped at its limit
 import optuna
@@ -74,11 +117,15 @@ for t in optuna.load_study(study_name="default", storage=storage).trials:
     print(f"trial {t.number}: {t.state.name}, value {t.value}, {took and round(took, 1)} s")
 EOF
       ;;
-    extra)
-      phase bench-baseline 120 "$py" -m agestudy.bench --data "$faces" --scale-to 40000 --steps 50 \
-        --model baseline --members 1
-      phase train 240 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
-    *) echo "unknown phase $p (env tests bench mainjob extra)"; exit 2 ;;
+    candidate)
+      sets=""; for kv in $candidate; do sets+=" --set $kv"; done
+      phase candidate 120 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
+        folds candidate $sets" ;;
+    baseline)
+      phase baseline 60 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps 30 --warmup 5 \
+        --model baseline --members 1 ;;
+    *) echo "unknown phase $p (env bench accuracy train compile mainjob candidate baseline)"; exit 2 ;;
   esac
 done
+echo "=== scores (JSON lines, $scores):"; cat "$scores" 2>/dev/null
 echo "=== done $(date -u +%FT%TZ); log: $log"
