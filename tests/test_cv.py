@@ -353,3 +353,26 @@ def test_cv_study_refuses_folds_the_data_cannot_fill(lab_tree, tmp_path):
     assert proc.returncode == 2 and "at least 5 images of each class" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert runs_of(tmp_path)[1] == []  # refused before the study's run or any trial
+
+
+def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synthetic_root):
+    """tools/train-folds.py, given a trial's configuration, reproduces that trial's fold score; --test scores test/."""
+    import json
+
+    study = load(cv_study.study_path, cv_study.storage)
+    trial = study.trials[0]
+    fixed = ["members=1", "stem_stride=4", "width=8", "epochs=4", "batch_size=8", "crop=64", "padding=2",
+             "evals_per_epoch=2", "optimizer=sgd", "mixup=0", f"lr={trial.params['lr']}"]
+    args = [a for kv in fixed for a in ("--set", kv)]
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
+                           "--cache-dir", str(cv_study.tmp / "cache"), "--folds", "2", "--fold", "1", "--test", *args],
+                          capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fold, test = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert fold["fold"] == 1 and fold["val_acc"] == pytest.approx(trial.user_attrs["cv_folds"][1], abs=1e-9)
+    assert test["fold"] == "test" and 0 <= test["test_acc"] <= 1 and test["test_auc"] > 0.5
+
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
+                          "--fold", "1", "--set", "no_such_field=1"],
+                         capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no_such_field" in bad.stderr

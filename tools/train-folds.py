@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     data = load_data(args.data, args.cache_dir, progress=False, verbose=False)
     jobs = [("fold", k) for k in args.fold] + ([("test", None)] if args.test else [])
     for kind, k in jobs:
-        cfg = TrainConfig(**({"evals_per_epoch": 1} if kind == "fold" else {}), **changes)
+        cfg = TrainConfig(**{**({"evals_per_epoch": 1} if kind == "fold" else {}), **changes})
         train, val = cfg.fold(data.train, args.folds, k) if kind == "fold" else cfg.split(data.train)
         start = time.perf_counter()
         result = fit(cfg, train, val, log=lambda metrics, step: None, progress=False)
