@@ -18,11 +18,12 @@
 #   accuracy  side by side: the CUDA-only tests; the GPU default's 5-fold CV on faces-dev/train
 #             (tools/train-folds.py, one process a fold); its test accuracy with seeds 1 and 2
 #   train     the default agestudy.train on faces-dev, alone: seconds of training, test accuracy
-#   compile   the bench again with --compile (is torch.compile worth it here?)
-#   mainjob   the default main job (3 trials of the study, refit, analyses) on a CACD-sized copy of
-#             faces-dev made of links (its accuracy means nothing: test/ repeats train/); stopped
-#             at its limit, its log still shows how far it got in how long
-#   candidate side by side: 5-fold CV of a candidate GPU default (CANDIDATE, TrainConfig fields)
+#   compile   the bench again with --compile (on an H200 in session 10 it was slower: not by default)
+#   mainjob   the default main job (the study's trials, or MAINJOB_TRIALS of them, refit, analyses)
+#             on a CACD-sized copy of faces-dev made of links (its accuracy means nothing: test/
+#             repeats train/); stopped at its limit, its log still shows how far it got in how long
+#   candidates  5-fold CV of each candidate GPU default, its folds side by side; CANDIDATES holds
+#             configurations separated by spaces, each TrainConfig fields joined by commas
 #   baseline  the bench of the lab's baseline CNN with the notebook loop
 # Pick phases with PHASES="bench train" bash tools/gpu-measure.sh; limits with LIMIT_<PHASE>=s.
 set -uo pipefail
@@ -38,9 +39,9 @@ bundle=${BUNDLE:-.gpu}
 faces=${FACES:-$bundle/faces-dev}
 scale=${SCALE:-40000}
 steps=${STEPS:-60}
-candidate=${CANDIDATE:-members=5}
+candidates=${CANDIDATES:-batch_size=256,lr=0.004 train_images=560000}
 extra=""; for kv in ${FOLD_SET:-}; do extra+=" --set $kv"; done  # e.g. FOLD_SET=train_images=500 for a smoke test
-phases=${PHASES:-env bench accuracy train compile mainjob candidate baseline}
+phases=${PHASES:-env bench accuracy train mainjob candidates baseline}
 deadline=$(( $(date +%s) + ${TOTAL:-570} ))
 
 if [ -f "$bundle/site.tgz" ]; then
@@ -106,7 +107,8 @@ for p in $phases; do
       # the CACD-sized copy (a bare `wait` would also wait for the log's tee, for ever)
       if [ -n "${cacd_pid:-}" ]; then wait "$cacd_pid"; elif [ ! -d /tmp/cacd ]; then
         bash "$bundle/cacd-scale.sh" "$faces" /tmp/cacd >/dev/null; fi
-      phase mainjob 170 "$py" -m agestudy.tune --data /tmp/cacd --experiment gpu-mainjob --quiet --n-trials 3 \
+      phase mainjob 240 "$py" -m agestudy.tune --data /tmp/cacd --experiment gpu-mainjob --quiet \
+        ${MAINJOB_TRIALS:+--n-trials $MAINJOB_TRIALS} \
         --storage /tmp/gpu-measure-default.journal
       "$py" - <<'EOF'  # the trials' states and times, also when the phase was stopped at its limit
 import optuna
@@ -117,14 +119,17 @@ for t in optuna.load_study(study_name="default", storage=storage).trials:
     print(f"trial {t.number}: {t.state.name}, value {t.value}, {took and round(took, 1)} s")
 EOF
       ;;
-    candidate)
-      sets=""; for kv in $candidate; do sets+=" --set $kv"; done
-      phase candidate 120 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
-        folds candidate $sets" ;;
+    candidates)
+      for configuration in $candidates; do
+        sets=""; for kv in ${configuration//,/ }; do sets+=" --set $kv"; done
+        echo "=== candidate: $configuration"
+        phase candidate 150 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
+          scores=$scores extra='$extra'; folds '$configuration' $sets"
+      done ;;
     baseline)
       phase baseline 60 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps 30 --warmup 5 \
         --model baseline --members 1 ;;
-    *) echo "unknown phase $p (env bench accuracy train compile mainjob candidate baseline)"; exit 2 ;;
+    *) echo "unknown phase $p (env bench accuracy train compile mainjob candidates baseline)"; exit 2 ;;
   esac
 done
 echo "=== scores (JSON lines, $scores):"; cat "$scores" 2>/dev/null
