@@ -209,7 +209,7 @@ def test_training_length_scales_with_the_data():
     resolved = cfg.resolved(torch.device("cpu"), 2_327)
     assert resolved.train_images == 140_000 and resolved.epochs == 60  # what the run logs: concrete values
     assert cfg.batch_for("cpu") == 64 and cfg.batch_for("cuda") == 256
-    assert cfg.lr_for(256) == pytest.approx(4 * cfg.lr_for(64))  # auto batch: lr scaled to it
+    assert cfg.lr_for(256) == pytest.approx(2 * cfg.lr_for(64))  # auto batch: lr scaled by sqrt(batch / 64)
     assert TrainConfig(batch_size=32, lr=1e-3).lr_for(32) == 1e-3  # an explicit batch keeps --lr as given
 
 

@@ -39,7 +39,7 @@ bundle=${BUNDLE:-.gpu}
 faces=${FACES:-$bundle/faces-dev}
 scale=${SCALE:-40000}
 steps=${STEPS:-60}
-candidates=${CANDIDATES:-batch_size=256,lr=0.004 train_images=560000}
+candidates=${CANDIDATES:-train_images=1120000 batch_size=128,lr=0.00283,train_images=280000}
 extra=""; for kv in ${FOLD_SET:-}; do extra+=" --set $kv"; done  # e.g. FOLD_SET=train_images=500 for a smoke test
 phases=${PHASES:-env bench accuracy train mainjob candidates baseline}
 deadline=$(( $(date +%s) + ${TOTAL:-570} ))
@@ -123,7 +123,7 @@ EOF
       for configuration in $candidates; do
         sets=""; for kv in ${configuration//,/ }; do sets+=" --set $kv"; done
         echo "=== candidate: $configuration"
-        phase candidate 150 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
+        phase candidate 240 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
           scores=$scores extra='$extra'; folds '$configuration' $sets"
       done ;;
     baseline)
