@@ -202,9 +202,9 @@ def test_training_length_scales_with_the_data():
     assert cfg.epochs_for(2_327, "cpu") == 60  # the development faces: about 60 epochs
     assert 3 <= cfg.epochs_for(40_000, "cpu") <= 4  # CACD: the same number of images seen
     assert TrainConfig(epochs=7).epochs_for(40_000, "cpu") == 7
-    # a GPU, where images are cheap, trains twice as long by default; an explicit length holds everywhere
-    assert cfg.train_images_for("cuda") == 2 * cfg.train_images_for("cpu")
-    assert cfg.epochs_for(2_327, "cuda") == 120
+    # a GPU takes a CPU's optimiser steps with its 4x larger batch: 4x the images; an explicit length holds everywhere
+    assert cfg.train_images_for("cuda") * cfg.batch_for("cpu") == cfg.train_images_for("cpu") * cfg.batch_for("cuda")
+    assert cfg.epochs_for(2_327, "cuda") == 241
     assert TrainConfig(train_images=55_000).epochs_for(2_327, "cuda") == 24
     resolved = cfg.resolved(torch.device("cpu"), 2_327)
     assert resolved.train_images == 140_000 and resolved.epochs == 60  # what the run logs: concrete values
