@@ -250,7 +250,6 @@ def train_and_log(cfg: TrainConfig, data: LabData, run_name: str | None = None, 
 # ----------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="python -m agestudy.train",
         description="Train one age classifier (label 0: aged 20-26, label 1: aged 52-62) on the lab's folders "
@@ -269,23 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--quiet", action="store_true", help="no progress bars")
     io.add_argument("--no-system-metrics", action="store_true",
                     help="do not sample CPU/GPU utilisation and memory into the run (system/... metrics)")
-    hp = parser.add_argument_group("model and training (all logged as MLflow params)")
-    for f in fields(TrainConfig):  # each option's help and default come from the config (config.py)
+    add_training_options(parser.add_argument_group("model and training (all logged as MLflow params)"))
+    return parser
+
+
+def add_training_options(group) -> None:
+    """One --flag per TrainConfig field, with its type, default and help (config.py): read them back
+    with ``config_from_args``."""
+    for f in fields(TrainConfig):
         flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.name == "model":
-            hp.add_argument(flag, default=defaults.model, choices=sorted(MODELS), help=text)
+            group.add_argument(flag, default=f.default, choices=sorted(MODELS), help=text)
         elif f.type in (bool, "bool"):
-            hp.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, help=text)
+            group.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, help=text)
         else:
             caster = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            hp.add_argument(flag, type=caster, default=f.default, help=text)
-    return parser
+            group.add_argument(flag, type=caster, default=f.default, help=text)
+
+
+def config_from_args(args, **overrides) -> TrainConfig:
+    """The TrainConfig of parsed ``add_training_options`` flags (checked on construction)."""
+    return TrainConfig(**{**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}, **overrides})
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})  # checked here, before the data
+    cfg = config_from_args(args)  # checked here, before the data
     devices.configure_threads()
     from agestudy.tracking import setup_tracking, shown_store
 

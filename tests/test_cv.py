@@ -361,9 +361,9 @@ def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synth
 
     study = load(cv_study.study_path, cv_study.storage)
     trial = study.trials[0]
-    fixed = ["members=1", "stem_stride=4", "width=8", "epochs=4", "batch_size=8", "crop=64", "padding=2",
-             "evals_per_epoch=2", "optimizer=sgd", "mixup=0", f"lr={trial.params['lr']}"]
-    args = [a for kv in fixed for a in ("--set", kv)]
+    args = ["--members", "1", "--stem-stride", "4", "--width", "8", "--epochs", "4", "--batch-size", "8",
+            "--crop", "64", "--padding", "2", "--evals-per-epoch", "2", "--optimizer", "sgd", "--mixup", "0",
+            "--lr", str(trial.params["lr"])]
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
                            "--cache-dir", str(cv_study.tmp / "cache"), "--folds", "2", "--fold", "1", "--test", *args],
                           capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
@@ -373,6 +373,6 @@ def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synth
     assert test["fold"] == "test" and 0 <= test["test_acc"] <= 1 and test["test_auc"] > 0.5
 
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
-                          "--fold", "1", "--set", "no_such_field=1"],
+                          "--fold", "1", "--no-such-field", "1"],
                          capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no_such_field" in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--no-such-field" in bad.stderr

@@ -23,7 +23,7 @@
 #             on a CACD-sized copy of faces-dev made of links (its accuracy means nothing: test/
 #             repeats train/); stopped at its limit, its log still shows how far it got in how long
 #   candidates  5-fold CV of each candidate GPU default, its folds side by side; CANDIDATES holds
-#             configurations separated by spaces, each TrainConfig fields joined by commas
+#             configurations separated by spaces, each FIELD=VALUE TrainConfig fields joined by commas
 #   baseline  the bench of the lab's baseline CNN with the notebook loop
 # Pick phases with PHASES="bench train" bash tools/gpu-measure.sh; limits with LIMIT_<PHASE>=s.
 set -uo pipefail
@@ -40,7 +40,10 @@ faces=${FACES:-$bundle/faces-dev}
 scale=${SCALE:-40000}
 steps=${STEPS:-60}
 candidates=${CANDIDATES:-train_images=1120000 batch_size=128,lr=0.00283,train_images=280000}
-extra=""; for kv in ${FOLD_SET:-}; do extra+=" --set $kv"; done  # e.g. FOLD_SET=train_images=500 for a smoke test
+flags() {  # flags FIELD=VALUE ...: agestudy.train's options (train_images=500 -> --train-images 500)
+  local kv key; for kv in "$@"; do key=${kv%%=*}; printf -- ' --%s %s' "${key//_/-}" "${kv#*=}"; done
+}
+extra=$(flags ${FOLD_SET:-})  # e.g. FOLD_SET=train_images=500 for a smoke test
 phases=${PHASES:-env bench accuracy train mainjob candidates baseline}
 deadline=$(( $(date +%s) + ${TOTAL:-570} ))
 
@@ -71,7 +74,7 @@ side_by_side() {  # side_by_side TAG 'command' ...: run the commands at once, ea
 }
 export -f side_by_side
 
-folds() {  # folds TAG [--set F=V ...]: the 5 folds of a configuration, one process each
+folds() {  # folds TAG [--option VALUE ...]: the 5 folds of a configuration, one process each
   local tag=$1; shift
   local commands=()
   for k in 0 1 2 3 4; do
@@ -95,8 +98,8 @@ for p in $phases; do
     accuracy)
       phase accuracy 150 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
         side_by_side tests '$py -m pytest -q -p no:cacheprovider -k \"cuda or gpu\" tests/test_engine.py tests/test_cyclegan.py' \
-          '$py tools/train-folds.py --data $faces --test $extra --set seed=1 | tee -a $scores' \
-          '$py tools/train-folds.py --data $faces --test $extra --set seed=2 | tee -a $scores' & \
+          '$py tools/train-folds.py --data $faces --test $extra --seed 1 | tee -a $scores' \
+          '$py tools/train-folds.py --data $faces --test $extra --seed 2 | tee -a $scores' & \
         folds default; wait" ;;
     train)
       phase train 75 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
@@ -121,7 +124,7 @@ EOF
       ;;
     candidates)
       for configuration in $candidates; do
-        sets=""; for kv in ${configuration//,/ }; do sets+=" --set $kv"; done
+        sets=$(flags ${configuration//,/ })
         echo "=== candidate: $configuration"
         phase candidate 240 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
           scores=$scores extra='$extra'; folds '$configuration' $sets"
