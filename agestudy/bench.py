@@ -15,15 +15,19 @@ The loops, each timed over whole training steps (data, forward, backward, optimi
 - model alone: ``engine.train_step`` on one batch already on the device, no data pipeline
   at all: no loop can beat it.
 An ensemble (``--members``) is the same grouped network in every loop, fed M batches a step.
-Images/s count the images each member sees (batch size x steps / seconds).
+Images/s count the images each member sees (batch size x steps / seconds). The loops take
+turns for ``--rounds`` rounds and each is reported by its median round, so that a change in the
+machine's load reaches every loop alike (on a 2-core CPU one 30-step timing varies by 10-15 %).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +42,28 @@ from agestudy.errors import UserError, cli_entry
 from agestudy.models import MODELS, create_model
 
 # ----------------------------------------------------------------------------- the loops
+
+@dataclass
+class Loop:
+    """A training loop ready to be timed: where its batches come from and what one step does."""
+
+    batches: Iterator
+    step: Callable
+    batch_size: int  # images a step, per member
+    device: torch.device
+
+    def throughput(self, steps: int, warmup: int) -> float:
+        """images/s over ``steps`` whole iterations (fetching the batch included) after ``warmup``
+        untimed ones."""
+        for _ in range(warmup):
+            self.step(*next(self.batches))
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step(*next(self.batches))
+        synchronize(self.device)
+        return steps * self.batch_size / (time.perf_counter() - start)
+
 
 def folder_loader(root, cfg: TrainConfig, batch_images: int, scale_to: int, workers: int, pin: bool):
     """An ImageFolder DataLoader over train/ with per-image PIL transforms (lab-notebook style)."""
@@ -59,10 +85,8 @@ def folder_loader(root, cfg: TrainConfig, batch_images: int, scale_to: int, work
                                        prefetch_factor=4 if workers else None)
 
 
-def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, scale_to: int, tuned: bool,
-                             workers: int) -> float:
-    """images/s of a standard loop: notebook (``tuned=False``) or tuned (workers, pinned memory, AMP,
-    channels_last)."""
+def standard_loop(root, cfg: TrainConfig, scale_to: int, tuned: bool, workers: int) -> Loop:
+    """A standard loop: notebook (``tuned=False``) or tuned (workers, pinned memory, AMP, channels_last)."""
     device = devices.select_device(cfg.device)
     batch, members = cfg.batch_for(device.type), cfg.members
     precision = cfg.precision if tuned else "fp32"  # cfg is resolved: a concrete precision
@@ -89,44 +113,34 @@ def standard_loop_throughput(root, cfg: TrainConfig, steps: int, warmup: int, sc
         scaler.update()
 
     def batches():
+        # one loader for every round: its workers stay up, as in a real training run (and refill
+        # their queue while the other loops take their turn: a head start, if any, for this loop)
         while True:
             yield from loader
 
-    return timed(batches(), step, steps, warmup, batch, device)
+    return Loop(batches(), step, batch, device)
 
 
-def agestudy_loop_throughput(t: Trainer, steps: int, warmup: int) -> float:
-    """images/s of agestudy's training loop: the engine's own batch and step functions."""
+def agestudy_loop(t: Trainer) -> Loop:
+    """agestudy's training loop: the engine's own batch and step functions."""
     def batches():
         step = 0
         while True:
             yield next_batch(t, step)
             step += 1
 
-    return timed(batches(), lambda x, y: train_step(t, x, y), steps, warmup, t.batch_size, t.device)
+    return Loop(batches(), lambda x, y: train_step(t, x, y), t.batch_size, t.device)
 
 
-def model_alone_throughput(t: Trainer, steps: int, warmup: int) -> float:
-    """images/s of ``train_step`` on one batch already on the device: the model's own speed."""
+def model_alone_loop(t: Trainer) -> Loop:
+    """``train_step`` on one batch already on the device: the model's own speed."""
     x, y = next_batch(t, 0)
 
     def same_batch():
         while True:
             yield x, y
 
-    return timed(same_batch(), lambda a, b: train_step(t, a, b), steps, warmup, t.batch_size, t.device)
-
-
-def timed(batches, step, steps: int, warmup: int, batch_size: int, device: torch.device) -> float:
-    """Time ``steps`` whole iterations (fetching the batch included) after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step(*next(batches))
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(*next(batches))
-    synchronize(device)
-    return steps * batch_size / (time.perf_counter() - start)
+    return Loop(same_batch(), lambda a, b: train_step(t, a, b), t.batch_size, t.device)
 
 
 def profile_steps(t: Trainer, steps: int, rows: int = 25) -> None:
@@ -231,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="repeat train/ in memory up to this many images (e.g. 40000, CACD's size); 0 = as is")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before each timing")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each loop is timed, the loops taking turns; each is reported by its median "
+                             "round (the notebook loop is timed once)")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader worker processes of the tuned loop; 0 = one per core")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
@@ -247,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps < 1 or min(args.warmup, args.scale_to, args.workers, args.profile) < 0:
-        raise UserError("--steps must be >= 1, and --warmup, --scale-to, --workers and --profile >= 0")
+    if min(args.steps, args.rounds) < 1 or min(args.warmup, args.scale_to, args.workers, args.profile) < 0:
+        raise UserError("--steps and --rounds must be >= 1, and --warmup, --scale-to, --workers and --profile >= 0")
     cfg = replace(TrainConfig(), model=args.model, members=args.members, batch_size=args.batch_size,
                   width=args.width, stem_stride=args.stem_stride,
                   crop=args.crop, device=args.device, precision=args.precision, compile=args.compile)
@@ -266,19 +283,34 @@ def main(argv=None) -> int:
     print(f"model {cfg.model}{stem} x {cfg.members} member(s), batch {t.batch_size} per member, crop {cfg.crop}, "
           f"{t.precision}, {len(train)} training images (decoded split loaded in {load_seconds:.1f} s)", flush=True)
 
-    results = {}
-    results["agestudy"] = agestudy_loop_throughput(t, args.steps, args.warmup)
-    print(f"agestudy loop  : {results['agestudy']:9.1f} images/s  (data on the device, batched augmentation, "
-          f"ensemble as one network, {t.precision})", flush=True)
-    results["alone"] = model_alone_throughput(t, args.steps, args.warmup)
-    print(f"model alone    : {results['alone']:9.1f} images/s  (one batch already on the device)", flush=True)
-    results["tuned"] = standard_loop_throughput(root, cfg, args.steps, args.warmup, args.scale_to, True, workers)
-    print(f"tuned standard : {results['tuned']:9.1f} images/s  (ImageFolder, {workers} DataLoader workers, "
-          f"pinned memory, {t.precision} autocast, channels_last)", flush=True)
+    loops = {"agestudy": agestudy_loop(t), "alone": model_alone_loop(t),
+             "tuned": standard_loop(root, cfg, args.scale_to, True, workers)}
     if not args.skip_notebook:
-        results["notebook"] = standard_loop_throughput(root, cfg, args.steps, args.warmup, args.scale_to, False, 0)
-        print(f"notebook loop  : {results['notebook']:9.1f} images/s  (ImageFolder + PIL transforms in the main "
-              f"process, fp32)", flush=True)
+        loops["notebook"] = standard_loop(root, cfg, args.scale_to, False, 0)
+    # The loops take turns, round after round, so a change in the machine's load (another job, a
+    # CPU's clock) reaches all of them alike; each is reported by its median round.
+    rates = {name: [] for name in loops}
+    for r in range(args.rounds):
+        for name, loop in loops.items():
+            if name != "notebook" or r == 0:  # the notebook is slow and far behind: timed once
+                rates[name].append(loop.throughput(args.steps, args.warmup))
+        if args.rounds > 1:
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{name} {v[-1]:.1f}" for name, v in rates.items()),
+                  flush=True)
+    results = {name: statistics.median(v) for name, v in rates.items()}
+    labels = {
+        "agestudy": ("agestudy loop  ", f"data on the device, batched augmentation, ensemble as one network, "
+                                        f"{t.precision}"),
+        "alone": ("model alone    ", "one batch already on the device"),
+        "tuned": ("tuned standard ", f"ImageFolder, {workers} DataLoader workers, pinned memory, {t.precision} "
+                                     f"autocast, channels_last"),
+        "notebook": ("notebook loop  ", "ImageFolder + PIL transforms in the main process, fp32"),
+    }
+    for name, value in results.items():
+        label, what = labels[name]
+        spread = f"median of {len(rates[name])} rounds, {min(rates[name]):.1f}-{max(rates[name]):.1f}; " \
+            if len(rates[name]) > 1 else ""
+        print(f"{label}: {value:9.1f} images/s  ({spread}{what})", flush=True)
 
     # Where the ceiling is: the model's arithmetic against this device's dense-maths peak.
     flops = training_flops_per_image(cfg)

@@ -22,7 +22,7 @@ def run_bench(args, tmp_path):
 def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, model, members):
     proc = run_bench(["--data", str(synthetic_root), "--cache-dir", str(tmp_path / "cache"), "--model", model,
                       "--members", str(members), "--crop", "64", "--batch-size", "16", "--steps", "2", "--warmup", "1",
-                      "--workers", "1", "--scale-to", "300"], tmp_path)
+                      "--workers", "1", "--scale-to", "300", "--rounds", "2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
 
@@ -31,6 +31,15 @@ def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, m
 
     ours, bare, tuned, naive = rate("agestudy loop"), rate("model alone"), rate("tuned standard"), rate("notebook loop")
     assert min(ours, bare, tuned, naive) > 0
+    # the loops took turns for two rounds; each printed rate is its median round (of two: their mean,
+    # inside the range printed beside it), the slow notebook loop timed once
+    rounds = re.findall(r"round (\d)/2: agestudy ([\d.]+), alone ([\d.]+), tuned ([\d.]+)", out)
+    assert [r[0] for r in rounds] == ["1", "2"]
+    for name, value, column in [("agestudy loop", ours, 1), ("model alone", bare, 2), ("tuned standard", tuned, 3)]:
+        low, high = map(float, re.search(rf"{name}\s*:.*median of 2 rounds, ([\d.]+)-([\d.]+);", out).groups())
+        assert sorted(float(r[column]) for r in rounds) == [low, high]
+        assert abs(value - (low + high) / 2) <= 0.1
+    assert "median" not in re.search(r"notebook loop.*", out).group(0)
     assert f"x {members} member(s)" in out and "300 training images" in out  # --scale-to repeated the data
     assert re.search(r"device: .*(cores|GPU|NVIDIA)", out)
     assert re.search(r"fp32 matmul peak of this device: \d+ GFLOP/s", out)
@@ -52,8 +61,9 @@ def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, m
 
 
 def test_bench_rejects_bad_arguments_without_traceback(tmp_path):
-    proc = run_bench(["--steps", "0"], tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--steps" in proc.stderr
+    for bad in (["--steps", "0"], ["--rounds", "0"]):
+        proc = run_bench(bad, tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and bad[0] in proc.stderr
     proc = run_bench(["--data", str(tmp_path / "nowhere")], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
@@ -61,7 +71,7 @@ def test_bench_rejects_bad_arguments_without_traceback(tmp_path):
 def test_bench_profile_prints_the_costliest_ops_and_the_time_a_step(synthetic_root, tmp_path):
     proc = run_bench(["--data", str(synthetic_root), "--cache-dir", str(tmp_path / "cache"), "--members", "2",
                       "--crop", "64", "--batch-size", "16", "--steps", "1", "--warmup", "0", "--workers", "1",
-                      "--skip-notebook", "--profile", "2"], tmp_path)
+                      "--skip-notebook", "--profile", "2", "--rounds", "1"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "notebook loop" not in out
