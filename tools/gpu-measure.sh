@@ -96,13 +96,13 @@ for p in $phases; do
       phase bench 90 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps "$steps" --warmup 15 \
         --skip-notebook --profile 10 ;;
     accuracy)
-      phase accuracy 150 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
+      phase accuracy 200 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces scores=$scores extra='$extra'; \
         side_by_side tests '$py -m pytest -q -p no:cacheprovider -k \"cuda or gpu\" tests/test_engine.py tests/test_cyclegan.py' \
           '$py tools/train-folds.py --data $faces --test $extra --seed 1 | tee -a $scores' \
           '$py tools/train-folds.py --data $faces --test $extra --seed 2 | tee -a $scores' & \
         folds default; wait" ;;
     train)
-      phase train 75 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
+      phase train 90 "$py" -m agestudy.train --data "$faces" --quiet --run-name gpu-default ;;
     compile)
       phase compile 80 "$py" -m agestudy.bench --data "$faces" --scale-to "$scale" --steps "$steps" --warmup 15 \
         --skip-notebook --compile ;;
