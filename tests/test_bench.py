@@ -35,6 +35,8 @@ def test_bench_prints_every_loop_and_the_ratios_last(synthetic_root, tmp_path, m
     # inside the range printed beside it), the slow notebook loop timed once
     rounds = re.findall(r"round (\d)/2: agestudy ([\d.]+), alone ([\d.]+), tuned ([\d.]+)", out)
     assert [r[0] for r in rounds] == ["1", "2"]
+    assert "notebook" in re.search(r"round 1/2.*", out).group(0)
+    assert "notebook" not in re.search(r"round 2/2.*", out).group(0)
     for name, value, column in [("agestudy loop", ours, 1), ("model alone", bare, 2), ("tuned standard", tuned, 3)]:
         low, high = map(float, re.search(rf"{name}\s*:.*median of 2 rounds, ([\d.]+)-([\d.]+);", out).groups())
         assert sorted(float(r[column]) for r in rounds) == [low, high]
