@@ -371,6 +371,9 @@ def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synth
     fold, test = [json.loads(line) for line in proc.stdout.splitlines()]
     assert fold["fold"] == 1 and fold["val_acc"] == pytest.approx(trial.user_attrs["cv_folds"][1], abs=1e-9)
     assert test["fold"] == "test" and 0 <= test["test_acc"] <= 1 and test["test_auc"] > 0.5
+    # progress on stderr: the fold's epochs, each printed once, the last one included
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("fold 1: epoch ")]
+    assert [line.split(",")[0] for line in progress] == [f"fold 1: epoch {e}/4" for e in (1, 2, 3, 4)]
 
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
                           "--fold", "1", "--no-such-field", "1"],

@@ -23,7 +23,8 @@
 #             on a CACD-sized copy of faces-dev made of links (its accuracy means nothing: test/
 #             repeats train/); stopped at its limit, its log still shows how far it got in how long
 #   candidates  5-fold CV of each candidate GPU default, its folds side by side; CANDIDATES holds
-#             configurations separated by spaces, each FIELD=VALUE TrainConfig fields joined by commas
+#             configurations separated by spaces, each FIELD=VALUE TrainConfig fields joined by commas.
+#             Each takes 3-5 minutes on an H200: run PHASES="env candidates" as a call of its own
 #   baseline  the bench of the lab's baseline CNN with the notebook loop
 # Pick phases with PHASES="bench train" bash tools/gpu-measure.sh; limits with LIMIT_<PHASE>=s.
 set -uo pipefail
@@ -39,7 +40,8 @@ bundle=${BUNDLE:-.gpu}
 faces=${FACES:-$bundle/faces-dev}
 scale=${SCALE:-40000}
 steps=${STEPS:-60}
-candidates=${CANDIDATES:-train_images=1120000 batch_size=128,lr=0.00283,train_images=280000}
+# on top of the GPU default (3 networks, batch 256, 560,000 images): 5 networks; twice the images
+candidates=${CANDIDATES:-members=5 train_images=1120000}
 flags() {  # flags FIELD=VALUE ...: agestudy.train's options (train_images=500 -> --train-images 500)
   local kv key; for kv in "$@"; do key=${kv%%=*}; printf -- ' --%s %s' "${key//_/-}" "${kv#*=}"; done
 }
@@ -126,7 +128,7 @@ EOF
       for configuration in $candidates; do
         sets=$(flags ${configuration//,/ })
         echo "=== candidate: $configuration"
-        phase candidate 240 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
+        phase candidate 300 bash -c "$(declare -f side_by_side folds); py=$py faces=$faces \
           scores=$scores extra='$extra'; folds '$configuration' $sets"
       done ;;
     baseline)

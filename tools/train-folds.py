@@ -32,6 +32,23 @@ from agestudy.runs import VAL_LOSS
 from agestudy.train import add_training_options, config_from_args
 
 
+def progress_printer(name: str, epochs: int, points: int = 10):
+    """An on_validation callback that prints one line to stderr at about ``points`` evenly spaced
+    epochs (a fold can train for an hour on a CPU): epoch, validation accuracy so far, time since
+    the start. It never stops training."""
+    start, printed = time.perf_counter(), 0
+
+    def on_validation(step: int, epoch: int, scores: dict) -> bool:
+        nonlocal printed
+        done = epoch + 1
+        if done > printed and (done * points // epochs > printed * points // epochs or done == epochs):
+            printed = done
+            print(f"{name}: epoch {done}/{epochs}, val_acc {scores['acc']:.4f}, {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr, flush=True)
+        return False
+    return on_validation
+
+
 @cli_entry
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/train-folds.py", description=__doc__.split("\n\n")[0],
@@ -60,7 +77,9 @@ def main(argv=None) -> int:
         cfg = replace(given, evals_per_epoch=1) if kind == "fold" and "evals_per_epoch" not in changes else given
         train, val = cfg.fold(data.train, args.folds, k) if kind == "fold" else cfg.split(data.train)
         start = time.perf_counter()
-        result = fit(cfg, train, val, log=lambda metrics, step: None, progress=False)
+        result = fit(cfg, train, val, log=lambda metrics, step: None, progress=False,
+                     on_validation=progress_printer(f"fold {k}" if kind == "fold" else "test",
+                                                    cfg.resolved(device, len(train)).epochs))
         seconds = time.perf_counter() - start
         line = {"fold": k if kind == "fold" else "test", "set": changes,
                 "device": device.type, "precision": result.precision,
