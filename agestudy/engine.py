@@ -221,9 +221,10 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, device,
-             precision: str) -> dict[str, float]:
-    """Cross-entropy loss, accuracy and ROC AUC of a split (labels on the CPU)."""
-    p1 = predict_proba(model, images, evaluation_view(cfg), cfg, device, precision, batch_size=512)
+             precision: str, view: str | None = None) -> dict[str, float]:
+    """Cross-entropy loss, accuracy and ROC AUC of a split (labels on the CPU), through ``view``
+    (agestudy.predict's views; None: the run's own evaluation view)."""
+    p1 = predict_proba(model, images, view or evaluation_view(cfg), cfg, device, precision, batch_size=512)
     p1 = p1.clamp(1e-7, 1 - 1e-7)
     loss = -torch.where(labels == 1, p1.log(), (1 - p1).log()).mean().item()
     acc = ((p1 >= 0.5).long() == labels).double().mean().item()

@@ -365,12 +365,17 @@ def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synth
             "--crop", "64", "--padding", "2", "--evals-per-epoch", "2", "--optimizer", "sgd", "--mixup", "0",
             "--lr", str(trial.params["lr"])]
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
-                           "--cache-dir", str(cv_study.tmp / "cache"), "--folds", "2", "--fold", "1", "--test", *args],
+                           "--cache-dir", str(cv_study.tmp / "cache"), "--folds", "2", "--fold", "1", "--test",
+                           "--view", "centre+mirror", "--view", "ten", *args],
                           capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fold, test = [json.loads(line) for line in proc.stdout.splitlines()]
     assert fold["fold"] == 1 and fold["val_acc"] == pytest.approx(trial.user_attrs["cv_folds"][1], abs=1e-9)
     assert test["fold"] == "test" and 0 <= test["test_acc"] <= 1 and test["test_auc"] > 0.5
+    # --view: the same model through other views; the run's own view (centre+mirror here) gives its own scores
+    assert fold["views"]["centre+mirror"]["acc"] == pytest.approx(fold["val_acc"], abs=1e-12)
+    assert test["views"]["centre+mirror"]["acc"] == pytest.approx(test["test_acc"], abs=1e-12)
+    assert 0 <= fold["views"]["ten"]["acc"] <= 1 and 0 <= test["views"]["ten"]["loss"]
     # progress on stderr: the fold's epochs, each printed once, the last one included
     progress = [line for line in proc.stderr.splitlines() if line.startswith("fold 1: epoch ")]
     assert [line.split(",")[0] for line in progress] == [f"fold 1: epoch {e}/4" for e in (1, 2, 3, 4)]
@@ -379,3 +384,8 @@ def test_train_folds_tool_trains_a_fold_as_the_cv_objective_does(cv_study, synth
                           "--fold", "1", "--no-such-field", "1"],
                          capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--no-such-field" in bad.stderr
+    bad_view = subprocess.run([sys.executable, str(REPO / "tools" / "train-folds.py"), "--data", str(synthetic_root),
+                               "--fold", "1", "--view", "eleven"],
+                              capture_output=True, text=True, env=env_for(cv_study.tmp), timeout=300)
+    assert bad_view.returncode != 0 and "Traceback" not in bad_view.stderr
+    assert "unknown view 'eleven'" in bad_view.stderr

@@ -11,7 +11,8 @@ Each fold is trained exactly as the cv_accuracy objective trains it (``TrainConf
 folds for the same seed, one validation per epoch, only the last one scores the fold) and prints one
 JSON line: fold, validation accuracy, ROC AUC and log loss, seconds, device and precision. With
 --test, the configuration's own split of train/ is trained, as ``agestudy.train`` does, and test/
-is scored: a final measurement, never a way to choose.
+is scored: a final measurement, never a way to choose. Each --view adds the scores of the same model
+through that test-time view (e.g. ``ten``: five crops and their mirrors) to the line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agestudy.config import TrainConfig
 from agestudy.data import load_data
 from agestudy.engine import evaluate, fit
 from agestudy.errors import UserError, cli_entry
+from agestudy.predict import view_size
 from agestudy.runs import VAL_LOSS
 from agestudy.train import add_training_options, config_from_args
 
@@ -58,6 +60,9 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=5, help="folds of the cross-validation")
     parser.add_argument("--fold", type=int, action="append", default=[], help="fold to train (repeatable)")
     parser.add_argument("--test", action="store_true", help="train as agestudy.train does and score test/")
+    parser.add_argument("--view", action="append", default=[],
+                        help="also score the held-out images (or test/) through this test-time view of "
+                             "agestudy.predict: centre, centre+mirror, five, ten or crops(N) (repeatable)")
     add_training_options(parser.add_argument_group("model and training (as agestudy.train; CV folds validate "
                                                     "once an epoch unless --evals-per-epoch sets another count)"))
     args = parser.parse_args(argv)
@@ -65,6 +70,11 @@ def main(argv=None) -> int:
         raise UserError("nothing to train: give --fold K (repeatable) or --test")
     if any(not 0 <= k < args.folds for k in args.fold):
         raise UserError(f"--fold must be between 0 and {args.folds - 1}")
+    for view in args.view:
+        try:
+            view_size(view)
+        except ValueError as err:
+            raise UserError(f"--view: {err}") from None
     given = config_from_args(args)  # checked before the data is loaded
     defaults = TrainConfig()
     changes = {f.name: getattr(given, f.name) for f in fields(TrainConfig)
@@ -91,6 +101,10 @@ def main(argv=None) -> int:
             scores = evaluate(result.model, data.test.images, data.test.labels, cfg.augment(),
                               device, result.precision)
             line.update(test_acc=scores["acc"], test_auc=scores["auc"], test_loss=scores["loss"])
+        scored = data.test if kind == "test" else val
+        if args.view and scored is not None:  # the same model through other test-time views
+            line["views"] = {view: evaluate(result.model, scored.images, scored.labels, cfg.augment(), device,
+                                            result.precision, view) for view in args.view}
         print(json.dumps(line), flush=True)
     return 0
 
