@@ -80,7 +80,8 @@ folds() {  # folds TAG [--option VALUE ...]: the 5 folds of a configuration, one
   local tag=$1; shift
   local commands=()
   for k in 0 1 2 3 4; do
-    commands+=("$py tools/train-folds.py --data $faces --fold $k $extra $* | tee -a $scores")
+    # test-time views as well, free beside the training (on the CPU default ensemble: within the noise)
+    commands+=("$py tools/train-folds.py --data $faces --fold $k --view ten --view 'crops(16)' $extra $* | tee -a $scores")
   done
   side_by_side "$tag" "${commands[@]}"
 }
