@@ -70,6 +70,9 @@ class TrainConfig:
     # README "How the defaults were chosen"): ROC AUC and log loss better on every fold, accuracy within the noise
     mixup: float = option(0.2, "alpha of mixup's Beta(alpha, alpha) mixing weight: training on blends of two "
                                "images and of their labels; 0 = off")
+    cutmix: float = option(0.0, "alpha of CutMix's Beta(alpha, alpha): training on images with a box pasted "
+                                "from another image, labels mixed by area; 0 = off (with --mixup as well, "
+                                "each step takes one of the two at random)")
     # the augmentation's defaults have their one home in AugmentConfig (data/augment.py)
     crop: int = option(AugmentConfig.crop, "side of the training crop (random) and of the test crop (centre), "
                                            "in pixels of the 100x100 images")
@@ -200,6 +203,7 @@ class TrainConfig:
             (self.log_every >= 1, "log every must be >= 1"),
             (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),
+            (self.cutmix >= 0, "cutmix alpha must be >= 0"),
             (self.width >= 4 and self.depth >= 0, "width must be >= 4 and depth >= 0"),
         ]
         for ok, message in checks:

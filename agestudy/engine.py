@@ -157,7 +157,7 @@ def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | Non
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         augment=cfg.augment(), member_logits=member_logits,
-        mixup_rng=np.random.default_rng(cfg.seed) if cfg.mixup > 0 else None,
+        mixup_rng=np.random.default_rng(cfg.seed) if cfg.mixup > 0 or cfg.cutmix > 0 else None,
     )
 
 
@@ -182,17 +182,40 @@ def mixup_partners(b: int, m: int, generator: torch.Generator, device) -> torch.
     return torch.stack([torch.randperm(b, generator=generator, device=device) for _ in range(m)])
 
 
+def paste_box(x: torch.Tensor, partners: torch.Tensor, lam: float,
+              rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): a box of about 1 - lam of the image, at a random place (the same for
+    the whole batch), copied from each image's partner; returns the images and the share of each
+    image that is still its own (the box is clipped at the borders)."""
+    h, w = x.shape[-2:]
+    side = np.sqrt(1 - lam)
+    cy, cx = rng.integers(h), rng.integers(w)
+    y0, y1 = np.clip([cy - int(h * side) // 2, cy + int(h * side) // 2], 0, h)
+    x0, x1 = np.clip([cx - int(w * side) // 2, cx + int(w * side) // 2], 0, w)
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = partners[..., y0:y1, x0:x1]
+    return x, 1 - float((y1 - y0) * (x1 - x0)) / (h * w)
+
+
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One optimiser step on a batch from ``next_batch``; returns [mean member loss, accuracy] on the
     device (reading it would wait for the device: only logging points do)."""
     cfg, m = t.cfg, t.members
-    if cfg.mixup > 0:
-        # mixup: train on blends of two images with the same blend of their labels; each member
-        # blends its own images with each other (its own pairs), never with another member's
-        lam = float(t.mixup_rng.beta(cfg.mixup, cfg.mixup))
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    if mixing:
+        # mixup: train on blends of two images with the same blend of their labels; cutmix: on an
+        # image with a box pasted from another, labels in proportion to the areas. Each member mixes
+        # its own images with each other (its own pairs), never with another member's. With both
+        # on, each step takes one of the two at random (as timm does).
+        cut = cfg.cutmix > 0 and (cfg.mixup == 0 or t.mixup_rng.random() < 0.5)
+        alpha = cfg.cutmix if cut else cfg.mixup
+        lam = float(t.mixup_rng.beta(alpha, alpha))
         partner = mixup_partners(y.shape[0], m, t.generator, t.device)  # M x B, within each member
         rows = partner + torch.arange(m, device=t.device)[:, None] * y.shape[0]  # their rows of x (member-major)
-        x = torch.lerp(x, x[rows.reshape(-1)], 1 - lam)  # lam * x + (1 - lam) * partner, in one pass
+        if cut:
+            x, lam = paste_box(x, x[rows.reshape(-1)], lam, t.mixup_rng)
+        else:
+            x = torch.lerp(x, x[rows.reshape(-1)], 1 - lam)  # lam * x + (1 - lam) * partner, in one pass
     with devices.autocast(t.device, t.precision):
         logits = t.member_logits(x)  # B x M x 2
     logits = logits.float().reshape(-1, logits.shape[-1])
@@ -202,7 +225,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target.reshape(-1), label_smoothing=cfg.label_smoothing) * m
 
     loss = member_loss(y)
-    if cfg.mixup > 0:
+    if mixing:
         loss = lam * loss + (1 - lam) * member_loss(y.gather(0, partner.T))  # B x M: each member's partners' labels
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from agestudy import device as devices
 from agestudy.config import TrainConfig
 from agestudy.data import load_data
-from agestudy.engine import next_batch, setup_training, train_step
+from agestudy.engine import next_batch, paste_box, setup_training, train_step
 from agestudy.models import create_model, pack_members, split_members
 from agestudy.models.members import mean_probability_logits
 
@@ -78,16 +79,24 @@ def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
     assert not torch.equal(t.orders, orders)
 
 
-def test_mixup_blends_each_members_own_images_and_labels(synthetic_root, tmp_path):
-    """An ensemble's member k blends its batch with images of its own batch, and learns their labels."""
+@pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"mixup": 0.0, "cutmix": 1.0}], ids=["mixup", "cutmix"])
+def test_mixing_uses_each_members_own_images_and_labels(synthetic_root, tmp_path, mixing):
+    """An ensemble's member k blends (mixup) or pastes (cutmix) its batch with images of its own
+    batch, and learns their labels."""
     data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
-    t = setup_training(TrainConfig(**{**TINY, "members": 3, "mixup": 0.4, "dropout": 0.0, "ema": 0.0}),
+    t = setup_training(TrainConfig(**{**TINY, "members": 3, **mixing, "dropout": 0.0, "ema": 0.0}),
                        data.train)
     x, y = next_batch(t, 0)
     b = y.shape[0]
 
     class AllPartner:  # lam = 0: each image replaced by its partner, each label by the partner's
         def beta(self, a, c):
+            return 0.0
+
+        def integers(self, n):  # cutmix's box centred: with lam = 0 it covers the whole image
+            return n // 2
+
+        def random(self):
             return 0.0
 
     t.mixup_rng = AllPartner()
@@ -110,6 +119,20 @@ def test_mixup_blends_each_members_own_images_and_labels(synthetic_root, tmp_pat
             target = y[match[0], k]
             expected += float(F.cross_entropy(logits[i, k][None], target[None], label_smoothing=t.cfg.label_smoothing))
     assert abs(float(loss) - expected / b / 3) < 1e-4  # trained on the partners' labels
+
+
+def test_cutmix_box_comes_from_the_partner_and_sets_the_label_share():
+    rng = np.random.default_rng(0)
+    own, partners = torch.zeros(4, 3, 24, 20), torch.ones(4, 3, 24, 20)
+    for lam in [0.0, 0.2, 0.5, 0.8, 1.0]:
+        mixed, kept = paste_box(own, partners, lam, rng)
+        pasted = mixed[0, 0] == 1
+        assert torch.equal(mixed, pasted.expand_as(mixed).float())  # the same box, every image and channel
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        if len(rows):  # the pasted pixels form one rectangle
+            assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert kept == pytest.approx(1 - pasted.float().mean().item())  # labels in proportion to the areas
+    assert own.eq(0).all()  # the inputs are left alone
 
 
 def test_training_step_changes_weights_without_reading_the_device(synthetic_root, tmp_path, monkeypatch):
