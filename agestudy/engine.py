@@ -182,19 +182,19 @@ def mixup_partners(b: int, m: int, generator: torch.Generator, device) -> torch.
     return torch.stack([torch.randperm(b, generator=generator, device=device) for _ in range(m)])
 
 
-def paste_box(x: torch.Tensor, partners: torch.Tensor, lam: float,
+def paste_box(x: torch.Tensor, partner_rows: torch.Tensor, lam: float,
               rng: np.random.Generator) -> tuple[torch.Tensor, float]:
     """CutMix (Yun et al. 2019): a box of about 1 - lam of the image, at a random place (the same for
-    the whole batch), copied from each image's partner; returns the images and the share of each
-    image that is still its own (the box is clipped at the borders)."""
+    the whole batch), copied into image i from image ``partner_rows[i]`` of the batch; returns the
+    images and the share of each image that is still its own (the box is clipped at the borders)."""
     h, w = x.shape[-2:]
     side = np.sqrt(1 - lam)
     cy, cx = rng.integers(h), rng.integers(w)
     y0, y1 = np.clip([cy - int(h * side) // 2, cy + int(h * side) // 2], 0, h)
     x0, x1 = np.clip([cx - int(w * side) // 2, cx + int(w * side) // 2], 0, w)
-    x = x.clone()
-    x[..., y0:y1, x0:x1] = partners[..., y0:y1, x0:x1]
-    return x, 1 - float((y1 - y0) * (x1 - x0)) / (h * w)
+    pasted = x.clone()
+    pasted[..., y0:y1, x0:x1] = x[partner_rows, :, y0:y1, x0:x1]  # gathers the boxes only, not whole images
+    return pasted, 1 - float((y1 - y0) * (x1 - x0)) / (h * w)
 
 
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         partner = mixup_partners(y.shape[0], m, t.generator, t.device)  # M x B, within each member
         rows = partner + torch.arange(m, device=t.device)[:, None] * y.shape[0]  # their rows of x (member-major)
         if cut:
-            x, lam = paste_box(x, x[rows.reshape(-1)], lam, t.mixup_rng)
+            x, lam = paste_box(x, rows.reshape(-1), lam, t.mixup_rng)
         else:
             x = torch.lerp(x, x[rows.reshape(-1)], 1 - lam)  # lam * x + (1 - lam) * partner, in one pass
     with devices.autocast(t.device, t.precision):

@@ -123,16 +123,20 @@ def test_mixing_uses_each_members_own_images_and_labels(synthetic_root, tmp_path
 
 def test_cutmix_box_comes_from_the_partner_and_sets_the_label_share():
     rng = np.random.default_rng(0)
-    own, partners = torch.zeros(4, 3, 24, 20), torch.ones(4, 3, 24, 20)
+    images = torch.cat([torch.zeros(4, 3, 24, 20), torch.ones(4, 3, 24, 20)])  # images 0-3 black, 4-7 white
+    partner_rows = torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])  # each black image's partner is white, and back
+    before = images.clone()
     for lam in [0.0, 0.2, 0.5, 0.8, 1.0]:
-        mixed, kept = paste_box(own, partners, lam, rng)
+        mixed, kept = paste_box(images, partner_rows, lam, rng)
         pasted = mixed[0, 0] == 1
-        assert torch.equal(mixed, pasted.expand_as(mixed).float())  # the same box, every image and channel
+        # the same box in every image and channel, holding its partner's pixels
+        assert torch.equal(mixed[:4], pasted.expand_as(mixed[:4]).float())
+        assert torch.equal(mixed[4:], (~pasted).expand_as(mixed[4:]).float())
         rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
         if len(rows):  # the pasted pixels form one rectangle
             assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
         assert kept == pytest.approx(1 - pasted.float().mean().item())  # labels in proportion to the areas
-    assert own.eq(0).all()  # the inputs are left alone
+    assert torch.equal(images, before)  # the inputs are left alone
 
 
 def test_training_step_changes_weights_without_reading_the_device(synthetic_root, tmp_path, monkeypatch):
