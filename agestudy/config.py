@@ -73,6 +73,9 @@ class TrainConfig:
     cutmix: float = option(0.0, "alpha of CutMix's Beta(alpha, alpha): training on images with a box pasted "
                                 "from another image, labels mixed by area; 0 = off (with --mixup as well, "
                                 "each step takes one of the two at random)")
+    distill: int = option(0, "knowledge distillation: first train a teacher ensemble of this many networks with "
+                             "the same settings, then train the model on the teacher's probabilities for the "
+                             "same augmented (and mixed) images instead of the labels; 0 = off")
     # the augmentation's defaults have their one home in AugmentConfig (data/augment.py)
     crop: int = option(AugmentConfig.crop, "side of the training crop (random) and of the test crop (centre), "
                                            "in pixels of the 100x100 images")
@@ -177,8 +180,9 @@ class TrainConfig:
             raise UserError(f"unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device {self.device!r}: use auto, cpu or cuda")
-        if self.members > 1 and not supports_members(self.model):
-            raise UserError(f"model {self.model!r} cannot be an ensemble (--members > 1): use baseline or efficient")
+        if (self.members > 1 or self.distill > 1) and not supports_members(self.model):
+            raise UserError(f"model {self.model!r} cannot be an ensemble (--members or --distill > 1): use baseline "
+                            "or efficient")
         checks = [
             (self.epochs >= 0, "epochs must be >= 1 (or 0: from --train-images)"),
             (self.train_images >= 0, "train images must be >= 1 (or 0: auto)"),
@@ -198,6 +202,7 @@ class TrainConfig:
             (0 <= self.erase <= 1, "erase must be a probability in [0, 1]"),
             (self.stem_stride in (0, 2, 4), "stem stride must be 2 or 4 (or 0: auto)"),
             (1 <= self.members <= 16, "members must be between 1 and 16"),
+            (0 <= self.distill <= 16, "distill (teacher networks) must be between 0 (off) and 16"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),
             (self.evals_per_epoch >= 1, "evals per epoch must be >= 1"),
             (self.log_every >= 1, "log every must be >= 1"),

@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from agestudy.data import AugmentConfig, ImageSet, augment_batch
 from agestudy.errors import UserError
 from agestudy.models import create_model
 from agestudy.predict import evaluation_view, predict_proba
-from agestudy.runs import TRAIN_ACC, TRAIN_LEARNING_RATE, TRAIN_LOSS, VAL_ACC, VAL_AUC, VAL_LOSS
+from agestudy.runs import TEACHER_PREFIX, TRAIN_ACC, TRAIN_LEARNING_RATE, TRAIN_LOSS, VAL_ACC, VAL_AUC, VAL_LOSS
 
 # An fp16 step skipped by the gradient scaler makes the scheduler warn that it stepped before the
 # optimiser; that is the scaler doing its job.
@@ -84,6 +84,7 @@ class Trainer:
     augment: AugmentConfig
     member_logits: Callable[[torch.Tensor], torch.Tensor]  # the model's, or its compiled version
     mixup_rng: np.random.Generator | None = None
+    teacher: torch.nn.Module | None = None  # --distill: the trained teacher ensemble, in eval mode
     orders: torch.Tensor | None = field(default=None, repr=False)  # members x N: this epoch's shuffles
 
     # the resolved configuration is the one home of these; the properties only shorten the loop
@@ -132,8 +133,10 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | None = None) -> Trainer:
-    """A fresh model, its optimiser and schedule, and the training images on the device."""
+def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | None = None,
+                   teacher: torch.nn.Module | None = None) -> Trainer:
+    """A fresh model, its optimiser and schedule, and the training images on the device (and the
+    teacher whose probabilities it learns, with --distill)."""
     device = device or devices.select_device(cfg.device)
     cfg = cfg.resolved(device, len(train))
     if len(train) < cfg.batch_size:
@@ -158,6 +161,7 @@ def setup_training(cfg: TrainConfig, train: ImageSet, device: torch.device | Non
         steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         augment=cfg.augment(), member_logits=member_logits,
         mixup_rng=np.random.default_rng(cfg.seed) if cfg.mixup > 0 or cfg.cutmix > 0 else None,
+        teacher=teacher.to(device).eval().requires_grad_(False) if teacher is not None else None,
     )
 
 
@@ -224,9 +228,17 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # mean over images, summed over members: each member gets exactly its own gradient
         return F.cross_entropy(logits, target.reshape(-1), label_smoothing=cfg.label_smoothing) * m
 
-    loss = member_loss(y)
-    if mixing:
-        loss = lam * loss + (1 - lam) * member_loss(y.gather(0, partner.T))  # B x M: each member's partners' labels
+    if t.teacher is not None:
+        # distillation: the targets are the teacher's probabilities for exactly these inputs, mixed and
+        # augmented as the student sees them ("consistent teaching", Beyer et al. 2022)
+        with torch.no_grad(), devices.autocast(t.device, t.precision):
+            teacher_logits = t.teacher(x)  # (M*B) x 2, member-major like x
+        targets = teacher_logits.float().softmax(-1).view(m, -1, logits.shape[-1]).transpose(0, 1).reshape(logits.shape)
+        loss = F.cross_entropy(logits, targets) * m
+    else:
+        loss = member_loss(y)
+        if mixing:
+            loss = lam * loss + (1 - lam) * member_loss(y.gather(0, partner.T))  # B x M: each member's partners' labels
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     if cfg.grad_clip > 0:
@@ -265,7 +277,7 @@ class FitResult:
     final_val_acc: float
     final_val_auc: float
     iterations: int
-    train_seconds: float
+    train_seconds: float  # with --distill, the teacher's included
     images_per_second: float  # images per second through each member (batch size x steps / training time)
     first_75: tuple[int, float] | None  # (iteration, seconds) when validation accuracy first reached 75 %
     precision: str  # fp32 / bf16 / fp16, as chosen for this run
@@ -279,7 +291,14 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
     ``log(metrics, step)`` receives every curve point; ``on_validation(step, epoch, {"acc", "auc",
     "loss"})`` returns True to stop training early (Optuna pruning).
     """
-    t = setup_training(cfg, train)
+    teacher = None
+    if cfg.distill:
+        # the teacher: an ensemble of cfg.distill networks with the same settings, on the same images;
+        # its curves are logged under TEACHER_PREFIX (and pass by on_validation: it is never pruned)
+        teacher_cfg = replace(cfg, members=cfg.distill, distill=0)
+        teacher = fit(teacher_cfg, train, val, lambda metrics, step: log(
+            {TEACHER_PREFIX + k: v for k, v in metrics.items()}, step), progress=progress)
+    t = setup_training(cfg, train, teacher=teacher.model if teacher else None)
     val_images = val.images.to(t.device) if val is not None and len(val) else None
     eval_steps = {e * t.steps_per_epoch + round(t.steps_per_epoch * (k + 1) / cfg.evals_per_epoch)
                   for e in range(t.epochs) for k in range(cfg.evals_per_epoch)}
@@ -355,6 +374,9 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     train_seconds = seconds - eval_seconds
+    if teacher is not None:
+        history.update({TEACHER_PREFIX + k: v for k, v in teacher.history.items()})
+        seconds += teacher.train_seconds
     return FitResult(
         model=t.kept.eval(), history=history, best_val_acc=state["best"], final_val_acc=state["last"],
         final_val_auc=state["last_auc"], iterations=step,

@@ -149,12 +149,14 @@ TRAIN_LEARNING_RATE = "train/learning_rate"  # the schedule's rate at that itera
 VAL_LOSS = "val/loss"
 VAL_ACC = "val/acc"
 VAL_AUC = "val/auc"
+# with --distill, the teacher ensemble's curves, trained first in the same run: TEACHER_PREFIX + TRAIN_LOSS, ...
+TEACHER_PREFIX = "teacher/"
 
 # the summaries of a training run (agestudy/train.py logs them at SUMMARY_STEP)
 VAL_BEST_ACC = "val/best_acc"
 VAL_FINAL_ACC = "val/final_acc"
 VAL_FINAL_AUC = "val/final_auc"
-TRAIN_SECONDS = "train/seconds"
+TRAIN_SECONDS = "train/seconds"  # with --distill, the teacher's training included
 TRAIN_IMAGES_PER_SECOND = "train/images_per_second"  # through each member
 TRAIN_ITERATIONS = "train/iterations"
 FIRST_VAL_ACC75_STEP = "train/first_val_acc75_step"  # the iteration whose validation first reached 75 %

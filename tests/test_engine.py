@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from agestudy import device as devices
 from agestudy.config import TrainConfig
 from agestudy.data import load_data
-from agestudy.engine import next_batch, paste_box, setup_training, train_step
+from agestudy.engine import fit, next_batch, paste_box, setup_training, train_step
+from agestudy.errors import UserError
 from agestudy.models import create_model, pack_members, split_members
 from agestudy.models.members import mean_probability_logits
+from agestudy.runs import TEACHER_PREFIX, TRAIN_LOSS, VAL_ACC
 
 TINY = dict(model="efficient", width=8, stem_stride=4, epochs=1, batch_size=16, crop=64, padding=2, precision="fp32")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -137,6 +139,63 @@ def test_cutmix_box_comes_from_the_partner_and_sets_the_label_share():
             assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
         assert kept == pytest.approx(1 - pasted.float().mean().item())  # labels in proportion to the areas
     assert torch.equal(images, before)  # the inputs are left alone
+
+
+def test_distillation_learns_the_teachers_probabilities_for_the_same_inputs(synthetic_root, tmp_path):
+    """With a teacher, member k's target for each (mixed, augmented) image of its own batch is the
+    teacher's probability for that very image, and the labels play no part."""
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+
+    class Teacher(torch.nn.Module):  # sure of itself and different for every image: any mismatch shows
+        def forward(self, images):
+            brightness = images.float().mean((1, 2, 3))
+            return torch.stack([brightness, -brightness], 1) * 20
+
+    teacher = Teacher()
+    cfg = TrainConfig(**{**TINY, "members": 3, "mixup": 0.4, "dropout": 0.0})
+    t = setup_training(cfg, data.train, teacher=teacher)
+    x, y = next_batch(t, 0)
+    b = y.shape[0]
+    seen = {}
+    forward = t.member_logits
+    t.member_logits = lambda inputs: (seen.setdefault("x", inputs.clone()), forward(inputs))[1]
+    state = copy.deepcopy(t.model.state_dict())
+    loss = train_step(t, x, y)[0]
+    mixed = seen["x"]
+    assert not torch.equal(mixed, x)  # mixup still blends the student's inputs
+    t.model.load_state_dict(state)  # the weights before the step: recompute the loss it took
+    with torch.no_grad():
+        logits = forward(mixed).float()  # B x M x 2
+        expected = sum(-(teacher(mixed[k * b : (k + 1) * b]).softmax(-1) * logits[:, k].log_softmax(-1)).sum(-1).mean()
+                       for k in range(3)) / 3
+    assert float(loss) == pytest.approx(float(expected), abs=1e-4)
+
+    def weights_after_one_step(labels, with_teacher=True):
+        run = setup_training(cfg, data.train, teacher=teacher if with_teacher else None)
+        images, _ = next_batch(run, 0)
+        train_step(run, images, labels)
+        return torch.cat([p.detach().flatten() for p in run.model.parameters()])
+
+    flipped = 1 - y
+    torch.testing.assert_close(weights_after_one_step(y), weights_after_one_step(flipped), rtol=0, atol=0)
+    # without a teacher the same flip changes the step: the comparison above can tell
+    assert not torch.equal(weights_after_one_step(y, False), weights_after_one_step(flipped, False))
+
+
+def test_distill_trains_the_teacher_first_and_logs_its_curves(synthetic_root, tmp_path):
+    data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
+    cfg = TrainConfig(**{**TINY, "members": 1, "distill": 2, "val_fraction": 0.2, "evals_per_epoch": 1})
+    train, val = cfg.split(data.train)
+    logged = {}
+    result = fit(cfg, train, val, lambda metrics, step: logged.update(metrics), progress=False)
+    assert result.model.members == 1  # the student is what the run keeps
+    for key in (TRAIN_LOSS, VAL_ACC):
+        assert TEACHER_PREFIX + key in logged and TEACHER_PREFIX + key in result.history
+        assert key in logged and key in result.history
+    with pytest.raises(UserError, match="cannot be an ensemble"):
+        TrainConfig(model="resnet18", members=1, distill=3)
+    with pytest.raises(UserError, match="distill"):
+        TrainConfig(distill=-1)
 
 
 def test_training_step_changes_weights_without_reading_the_device(synthetic_root, tmp_path, monkeypatch):

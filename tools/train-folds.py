@@ -30,7 +30,7 @@ from agestudy.data import load_data
 from agestudy.engine import evaluate, fit
 from agestudy.errors import UserError, cli_entry
 from agestudy.predict import view_size
-from agestudy.runs import VAL_LOSS
+from agestudy.runs import TEACHER_PREFIX, VAL_ACC, VAL_AUC, VAL_LOSS
 from agestudy.train import add_training_options, config_from_args
 
 
@@ -97,6 +97,9 @@ def main(argv=None) -> int:
         if val is not None:
             line.update(val_acc=result.final_val_acc, val_auc=result.final_val_auc,
                         val_loss=result.history[VAL_LOSS][-1][1] if VAL_LOSS in result.history else None)
+            if TEACHER_PREFIX + VAL_ACC in result.history:  # --distill: the teacher's final scores on the same faces
+                scores = (("val_acc", VAL_ACC), ("val_auc", VAL_AUC), ("val_loss", VAL_LOSS))
+                line["teacher"] = {key: result.history[TEACHER_PREFIX + metric][-1][1] for key, metric in scores}
         if kind == "test":
             scores = evaluate(result.model, data.test.images, data.test.labels, cfg.augment(),
                               device, result.precision)
