@@ -296,8 +296,13 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         # the teacher: an ensemble of cfg.distill networks with the same settings, on the same images;
         # its curves are logged under TEACHER_PREFIX (and pass by on_validation: it is never pruned)
         teacher_cfg = replace(cfg, members=cfg.distill, distill=0)
+        if progress:
+            print(f"[distill] the teacher first: an ensemble of {cfg.distill} networks", file=sys.stderr)
         teacher = fit(teacher_cfg, train, val, lambda metrics, step: log(
             {TEACHER_PREFIX + k: v for k, v in metrics.items()}, step), progress=progress)
+        if progress:
+            score = f" (teacher {VAL_ACC} {teacher.final_val_acc:.4f})" if val is not None and len(val) else ""
+            print(f"[distill] then the model, on the teacher's probabilities{score}", file=sys.stderr)
     t = setup_training(cfg, train, teacher=teacher.model if teacher else None)
     val_images = val.images.to(t.device) if val is not None and len(val) else None
     eval_steps = {e * t.steps_per_epoch + round(t.steps_per_epoch * (k + 1) / cfg.evals_per_epoch)
