@@ -11,8 +11,15 @@ class UserError(Exception):
     """A mistake in what the user gave us (paths, options, data layout)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be: every ``except KeyboardInterrupt`` handles it alike.
+    A subclass, not KeyboardInterrupt itself: CPython re-kills itself with SIGINT at exit once an
+    exception of exactly that type has escaped an embedded evaluation, even when it was caught later
+    (a SIGTERM'd `tune` once exited -2 after printing "interrupted")."""
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def cli_entry(main):
