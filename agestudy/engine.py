@@ -284,6 +284,11 @@ class FitResult:
     stopped: bool = False  # on_validation asked to stop (a pruned trial)
 
 
+def as_teacher(metrics: dict) -> dict:
+    """The teacher's metrics (or curves) under their names in the student's run."""
+    return {TEACHER_PREFIX + name: value for name, value in metrics.items()}
+
+
 def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[dict, int], None],
         on_validation: Callable[[int, int, dict], bool] | None = None, progress: bool = True) -> FitResult:
     """Train a fresh model; validate ``evals_per_epoch`` times per epoch.
@@ -298,8 +303,8 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
         teacher_cfg = replace(cfg, members=cfg.distill, distill=0)
         if progress:
             print(f"[distill] the teacher first: an ensemble of {cfg.distill} networks", file=sys.stderr)
-        teacher = fit(teacher_cfg, train, val, lambda metrics, step: log(
-            {TEACHER_PREFIX + k: v for k, v in metrics.items()}, step), progress=progress)
+        teacher = fit(teacher_cfg, train, val, lambda metrics, step: log(as_teacher(metrics), step),
+                      progress=progress)
         if progress:
             score = f" (teacher {VAL_ACC} {teacher.final_val_acc:.4f})" if val is not None and len(val) else ""
             print(f"[distill] then the model, on the teacher's probabilities{score}", file=sys.stderr)
@@ -380,7 +385,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet | None, log: Callable[[
     seconds = time.perf_counter() - start
     train_seconds = seconds - eval_seconds
     if teacher is not None:
-        history.update({TEACHER_PREFIX + k: v for k, v in teacher.history.items()})
+        history.update(as_teacher(teacher.history))
         seconds += teacher.train_seconds
     return FitResult(
         model=t.kept.eval(), history=history, best_val_acc=state["best"], final_val_acc=state["last"],

@@ -81,6 +81,20 @@ def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
     assert not torch.equal(t.orders, orders)
 
 
+def step_and_replay(t, x, y):
+    """One ``train_step`` on (x, y): its loss, the inputs the model actually saw (mixed) and their
+    logits under the weights from before the step (train mode: the same batch statistics)."""
+    seen = {}
+    forward = t.member_logits
+    t.member_logits = lambda inputs: (seen.setdefault("x", inputs.clone()), forward(inputs))[1]
+    state = copy.deepcopy(t.model.state_dict())
+    loss = train_step(t, x, y)[0]
+    t.model.load_state_dict(state)
+    with torch.no_grad():
+        logits = forward(seen["x"]).float()  # B x M x 2
+    return loss, seen["x"], logits
+
+
 @pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"mixup": 0.0, "cutmix": 1.0}], ids=["mixup", "cutmix"])
 def test_mixing_uses_each_members_own_images_and_labels(synthetic_root, tmp_path, mixing):
     """An ensemble's member k blends (mixup) or pastes (cutmix) its batch with images of its own
@@ -102,16 +116,8 @@ def test_mixing_uses_each_members_own_images_and_labels(synthetic_root, tmp_path
             return 0.0
 
     t.mixup_rng = AllPartner()
-    seen = {}
-    forward = t.member_logits
-    t.member_logits = lambda inputs: (seen.setdefault("x", inputs.clone()), forward(inputs))[1]
-    state = copy.deepcopy(t.model.state_dict())
-    loss = train_step(t, x, y)[0]
-    blended = seen["x"]
+    loss, blended, logits = step_and_replay(t, x, y)  # recompute the loss it took
     expected = 0.0
-    t.model.load_state_dict(state)  # the weights before the step: recompute the loss it took
-    with torch.no_grad():
-        logits = forward(blended).float()  # B x M x 2 (train mode: the same batch statistics)
     for k in range(3):
         mine = x[k * b : (k + 1) * b].flatten(1)
         for i in range(b):
@@ -156,16 +162,9 @@ def test_distillation_learns_the_teachers_probabilities_for_the_same_inputs(synt
     t = setup_training(cfg, data.train, teacher=teacher)
     x, y = next_batch(t, 0)
     b = y.shape[0]
-    seen = {}
-    forward = t.member_logits
-    t.member_logits = lambda inputs: (seen.setdefault("x", inputs.clone()), forward(inputs))[1]
-    state = copy.deepcopy(t.model.state_dict())
-    loss = train_step(t, x, y)[0]
-    mixed = seen["x"]
+    loss, mixed, logits = step_and_replay(t, x, y)  # recompute the loss it took
     assert not torch.equal(mixed, x)  # mixup still blends the student's inputs
-    t.model.load_state_dict(state)  # the weights before the step: recompute the loss it took
     with torch.no_grad():
-        logits = forward(mixed).float()  # B x M x 2
         expected = sum(-(teacher(mixed[k * b : (k + 1) * b]).softmax(-1) * logits[:, k].log_softmax(-1)).sum(-1).mean()
                        for k in range(3)) / 3
     assert float(loss) == pytest.approx(float(expected), abs=1e-4)

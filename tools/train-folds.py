@@ -98,8 +98,8 @@ def main(argv=None) -> int:
             line.update(val_acc=result.final_val_acc, val_auc=result.final_val_auc,
                         val_loss=result.history[VAL_LOSS][-1][1] if VAL_LOSS in result.history else None)
             if TEACHER_PREFIX + VAL_ACC in result.history:  # --distill: the teacher's final scores on the same faces
-                scores = (("val_acc", VAL_ACC), ("val_auc", VAL_AUC), ("val_loss", VAL_LOSS))
-                line["teacher"] = {key: result.history[TEACHER_PREFIX + metric][-1][1] for key, metric in scores}
+                measures = (("val_acc", VAL_ACC), ("val_auc", VAL_AUC), ("val_loss", VAL_LOSS))
+                line["teacher"] = {key: result.history[TEACHER_PREFIX + metric][-1][1] for key, metric in measures}
         if kind == "test":
             scores = evaluate(result.model, data.test.images, data.test.labels, cfg.augment(),
                               device, result.precision)
