@@ -76,6 +76,9 @@ class TrainConfig:
     distill: int = option(0, "knowledge distillation: first train a teacher ensemble of this many networks with "
                              "the same settings, then train the model on the teacher's probabilities for the "
                              "same augmented (and mixed) images instead of the labels; 0 = off")
+    sam: float = option(0.0, "sharpness-aware minimisation (SAM): each step takes the gradient at the worst "
+                             "weights within this radius of the current ones (e.g. 0.05; per member), which "
+                             "favours flat minima; twice the step's cost; 0 = off")
     # the augmentation's defaults have their one home in AugmentConfig (data/augment.py)
     crop: int = option(AugmentConfig.crop, "side of the training crop (random) and of the test crop (centre), "
                                            "in pixels of the 100x100 images")
@@ -209,6 +212,7 @@ class TrainConfig:
             (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
             (self.mixup >= 0, "mixup alpha must be >= 0"),
             (self.cutmix >= 0, "cutmix alpha must be >= 0"),
+            (0 <= self.sam <= 5, "sam radius must be in [0, 5] (0 = off)"),
             (self.width >= 4 and self.depth >= 0, "width must be >= 4 and depth >= 0"),
         ]
         for ok, message in checks:

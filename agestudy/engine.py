@@ -201,6 +201,38 @@ def paste_box(x: torch.Tensor, partner_rows: torch.Tensor, lam: float,
     return pasted, 1 - float((y1 - y0) * (x1 - x0)) / (h * w)
 
 
+def sharpness_aware_gradient(t: Trainer, loss_and_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """SAM (Foret et al. 2021): replace the gradient in the parameters' .grad by the gradient at the
+    worst nearby weights, w + rho * g / ||g||, then return to w (the optimiser updates w with it).
+    Each member has its own norm and radius (its slice of every packed tensor), so an ensemble's
+    members are perturbed as if each trained alone."""
+    m = t.members
+    params = [p for p in t.model.parameters() if p.grad is not None]
+    # each packed tensor holds the members' slices one after the other along dim 0 (models/members.py)
+    norms = torch.stack([torch.linalg.vector_norm(p.grad.float().unflatten(0, (m, -1)), dim=tuple(range(1, p.ndim + 1)))
+                         for p in params]).norm(dim=0)  # per member
+    # with fp16 the gradient may be inf (the scaler then skips the step): no perturbation then
+    scale = torch.where(torch.isfinite(norms), t.cfg.sam / (norms + 1e-12), 0.0)
+    steps = []
+    for p in params:
+        member_scale = scale.repeat_interleave(p.shape[0] // m).view(-1, *[1] * (p.ndim - 1)).to(p.dtype)
+        steps.append(torch.nan_to_num(p.grad * member_scale, nan=0.0, posinf=0.0, neginf=0.0))
+    # BatchNorm's running statistics: kept as the first pass left them (the perturbed pass updates them
+    # too, in the packed buffers, on every path)
+    buffers = list(t.model.buffers())
+    kept = [b.clone() for b in buffers]
+    with torch.no_grad():
+        torch._foreach_add_(params, steps)
+    try:
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(loss_and_logits()[0]).backward()
+    finally:
+        with torch.no_grad():
+            for b, value in zip(buffers, kept):
+                b.copy_(value)
+            torch._foreach_sub_(params, steps)
+
+
 def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One optimiser step on a batch from ``next_batch``; returns [mean member loss, accuracy] on the
     device (reading it would wait for the device: only logging points do)."""
@@ -220,27 +252,36 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             x, lam = paste_box(x, rows.reshape(-1), lam, t.mixup_rng)
         else:
             x = torch.lerp(x, x[rows.reshape(-1)], 1 - lam)  # lam * x + (1 - lam) * partner, in one pass
-    with devices.autocast(t.device, t.precision):
-        logits = t.member_logits(x)  # B x M x 2
-    logits = logits.float().reshape(-1, logits.shape[-1])
-
-    def member_loss(target: torch.Tensor) -> torch.Tensor:
-        # mean over images, summed over members: each member gets exactly its own gradient
-        return F.cross_entropy(logits, target.reshape(-1), label_smoothing=cfg.label_smoothing) * m
-
+    targets = None
     if t.teacher is not None:
         # distillation: the targets are the teacher's probabilities for exactly these inputs, mixed and
         # augmented as the student sees them ("consistent teaching", Beyer et al. 2022)
         with torch.no_grad(), devices.autocast(t.device, t.precision):
             teacher_logits = t.teacher(x)  # (M*B) x 2, member-major like x
-        targets = teacher_logits.float().softmax(-1).view(m, -1, logits.shape[-1]).transpose(0, 1).reshape(logits.shape)
-        loss = F.cross_entropy(logits, targets) * m
-    else:
+        classes = teacher_logits.shape[-1]
+        targets = teacher_logits.float().softmax(-1).view(m, -1, classes).transpose(0, 1).reshape(-1, classes)
+
+    def loss_and_logits() -> tuple[torch.Tensor, torch.Tensor]:
+        with devices.autocast(t.device, t.precision):
+            logits = t.member_logits(x)  # B x M x 2
+        logits = logits.float().reshape(-1, logits.shape[-1])
+
+        def member_loss(target: torch.Tensor) -> torch.Tensor:
+            # mean over images, summed over members: each member gets exactly its own gradient
+            return F.cross_entropy(logits, target.reshape(-1), label_smoothing=cfg.label_smoothing) * m
+
+        if targets is not None:
+            return F.cross_entropy(logits, targets) * m, logits
         loss = member_loss(y)
         if mixing:
             loss = lam * loss + (1 - lam) * member_loss(y.gather(0, partner.T))  # B x M: each member's partners' labels
+        return loss, logits
+
     t.optimizer.zero_grad(set_to_none=True)
+    loss, logits = loss_and_logits()
     t.scaler.scale(loss).backward()
+    if cfg.sam > 0:
+        sharpness_aware_gradient(t, loss_and_logits)
     if cfg.grad_clip > 0:
         t.scaler.unscale_(t.optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip)
