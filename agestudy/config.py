@@ -19,7 +19,7 @@ from agestudy.models import MODELS, model_knobs, supports_members
 AUTO_BATCH = {"cpu": 64, "cuda": 256}
 # With the automatic batch size, --lr is the learning rate at this batch size, scaled by the square root
 # of the batch the device gets over it (AdamW's usual rule): x2 at a GPU's 256. Measured by 5-fold
-# cross-validation of the development faces (one network, batch 256, on a CPU; README, "Training"):
+# cross-validation of the development faces (one network, batch 256, on a CPU; studies/RESULTS.md):
 # 92.22 % with the square-root rule, 91.75 % with the linear rule (x4; ROC AUC lower on 5 of 5 folds)
 # and 92.09 % with no scaling; batch 64: 92.61 %.
 LR_REFERENCE_BATCH = 64
@@ -27,7 +27,7 @@ LR_REFERENCE_BATCH = 64
 # fits the lab's time. A GPU, where images are cheap, takes the CPU's optimiser steps with its 4 times
 # larger batch, so 4 times the images: at batch 256 and the same images as a CPU, one network lost 0.4
 # points of 5-fold cross-validated accuracy to batch 64 (fewer steps); with 4 times the images it gained
-# 0.92 +- 0.11 points over batch 64 (4 of 4 folds measured; README, "How the defaults were chosen").
+# 0.92 +- 0.11 points over batch 64 (4 of 4 folds measured; studies/RESULTS.md).
 AUTO_TRAIN_IMAGES = {"cpu": 140_000, "cuda": 560_000}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,8 +45,8 @@ class TrainConfig:
     width: int = option(16, "efficient: channels of the first stage")
     depth: int = option(1, "efficient: residual blocks per stage")
     # dropout kept: without it one network cross-validated +0.95 +- 1.09 points, but the default ensemble
-    # -0.17 +- 0.35 (lower on 4 of 5 folds) and the fp32 default -0.39 +- 0.60 (README, "Sharpness-aware
-    # minimisation and no dropout")
+    # -0.17 +- 0.35 (lower on 4 of 5 folds) and the fp32 default -0.39 +- 0.60 (studies/RESULTS.md,
+    # "Sharpness-aware minimisation and no dropout")
     dropout: float = option(0.2, "dropout before the last linear layer")
     members: int = option(3, "> 1: an ensemble of that many networks, each with its own initialisation, shuffle "
                              "and augmentation, trained as one batched network")
@@ -64,13 +64,14 @@ class TrainConfig:
     momentum: float = option(0.9, "sgd only: momentum")
     grad_clip: float = option(0.0, "clip the gradient norm to this; 0 = off")
     # no label smoothing beside mixup, which already softens the targets: with both, the folds' validation
-    # log loss was worse than without either; without smoothing, better on every fold (README)
+    # log loss was worse than without either; without smoothing, better on every fold (studies/RESULTS.md)
     label_smoothing: float = option(0.0, "cross-entropy label smoothing")
     warmup_epochs: float = option(1.0, "linear learning-rate warm-up, in epochs, before the cosine decay")
     ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.998), the model "
                              "evaluated and saved; 0 = off (the last weights)")
-    # mixup on by default: chosen by 5-fold cross-validation of the development faces (studies/generalisation.toml,
-    # README "How the defaults were chosen"): ROC AUC and log loss better on every fold, accuracy within the noise
+    # mixup on by default: chosen by 5-fold cross-validation of the development faces (studies/generalisation.toml;
+    # studies/RESULTS.md, "How the defaults were chosen"): ROC AUC and log loss better on every fold, accuracy
+    # within the noise
     mixup: float = option(0.2, "alpha of mixup's Beta(alpha, alpha) mixing weight: training on blends of two "
                                "images and of their labels; 0 = off")
     cutmix: float = option(0.0, "alpha of CutMix's Beta(alpha, alpha): training on images with a box pasted "
@@ -153,8 +154,8 @@ class TrainConfig:
 
     def stem_for(self, device_type: str, precision: str) -> int:
         """--stem-stride, else 2 where convolutions are fast (a GPU, a CPU with native bf16) and 4 on
-        CPUs that compute in fp32 only (most laptops): about 3x less arithmetic, measured ~1.5 points
-        of validation accuracy lower on the development faces (README, "Training")."""
+        CPUs that compute in fp32 only (most laptops): about 3x less arithmetic, cross-validated 1.2
+        points lower on the development faces (studies/RESULTS.md, "The fp32 default")."""
         if self.stem_stride:
             return self.stem_stride
         return 4 if device_type == "cpu" and precision == "fp32" else 2
