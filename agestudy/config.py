@@ -50,8 +50,9 @@ class TrainConfig:
     dropout: float = option(0.2, "dropout before the last linear layer")
     members: int = option(3, "> 1: an ensemble of that many networks, each with its own initialisation, shuffle "
                              "and augmentation, trained as one batched network")
-    stem_stride: int = option(0, "efficient: 2 keeps more detail, 4 shrinks the image 4x first (~3x cheaper); "
-                                 "0 = auto (4 on CPUs without native bf16, else 2)")
+    stem_stride: int = option(0, "efficient: 2 keeps more detail, 4 shrinks the image 4x first (~3x cheaper), "
+                                 "1 keeps the full resolution (~4x dearer than 2); 0 = auto (4 on CPUs without "
+                                 "native bf16, else 2)")
     hidden: int = option(256, "baseline: units of the hidden linear layer")
     train_images: int = option(0, "training length in images each member sees, which sets the epochs when --epochs "
                                   "is 0; 0 = auto (140,000 on a CPU: ~60 epochs of 2,300 faces; 560,000 on a GPU)")
@@ -207,7 +208,7 @@ class TrainConfig:
             (0 <= self.grayscale <= 1, "grayscale must be a probability in [0, 1]"),
             (0 <= self.blur <= 1, "blur must be a probability in [0, 1]"),
             (0 <= self.erase <= 1, "erase must be a probability in [0, 1]"),
-            (self.stem_stride in (0, 2, 4), "stem stride must be 2 or 4 (or 0: auto)"),
+            (self.stem_stride in (0, 1, 2, 4), "stem stride must be 1, 2 or 4 (or 0: auto)"),
             (1 <= self.members <= 16, "members must be between 1 and 16"),
             (0 <= self.distill <= 16, "distill (teacher networks) must be between 0 (off) and 16"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),

@@ -63,6 +63,16 @@ def test_ensemble_forward_is_the_mean_member_probability():
     torch.testing.assert_close(grouped.softmax(1), mean, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_the_stem_shrinks_the_image_by_its_stride(stride):
+    model = create_model("efficient", width=8, stem_stride=stride, members=2).eval()
+    x = torch.randn(2, 3, 88, 88)
+    assert model.stem(x.repeat(1, 2, 1, 1)).shape == (2, 16, 88 // stride, 88 // stride)
+    assert model(x).shape == (2, 2)  # global pooling: the same head for every stride
+    with pytest.raises(UserError, match="stem stride"):
+        TrainConfig(stem_stride=3)
+
+
 def test_members_see_their_own_shuffle_once_per_epoch(synthetic_root, tmp_path):
     data = load_data(synthetic_root, tmp_path / "cache", verbose=False)
     cfg = TrainConfig(**{**TINY, "members": 2})

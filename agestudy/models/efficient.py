@@ -42,17 +42,18 @@ class EfficientCNN(MemberNetwork):
     def __init__(self, width: int = 16, depth: int = 1, dropout: float = 0.2, stem_stride: int = 2,
                  members: int = 1, num_classes: int = 2):
         super().__init__()
-        if stem_stride not in (2, 4):
-            raise ValueError("stem_stride must be 2 or 4")
+        if stem_stride not in (1, 2, 4):
+            raise ValueError("stem_stride must be 1, 2 or 4")
         self.members = members
         self.knobs = {"width": width, "depth": depth, "dropout": dropout, "stem_stride": stem_stride,
                       "num_classes": num_classes}
         widths = [width, width * 2, width * 4, width * 8]
         # stem_stride 2 keeps twice the resolution for the first stage (fine textures such as
-        # wrinkles survive longer) at about 4x the cost for the same width
+        # wrinkles survive longer) at about 4x the cost for the same width; 1 keeps the full
+        # resolution, 4x dearer again
         self.stem = nn.Sequential(
-            conv_bn_relu(3, width // 2, stride=2, members=members),  # c -> c/2
-            conv_bn_relu(width // 2, width, stride=stem_stride // 2, members=members),  # -> c/4 (or stays c/2)
+            conv_bn_relu(3, width // 2, stride=min(2, stem_stride), members=members),  # c -> c/2 (1: stays c)
+            conv_bn_relu(width // 2, width, stride=max(1, stem_stride // 2), members=members),  # -> c/4 (or stays)
         )
         stages = []
         for i, channels in enumerate(widths):
