@@ -156,7 +156,6 @@ def log_splits(data, fitted, validation=None, test: bool = True) -> None:
     import json
     import warnings
 
-    import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -185,8 +184,25 @@ def log_splits(data, fitted, validation=None, test: bool = True) -> None:
         dataset = SplitDataset(source=source, name=f"{Path(data.root).name}/{context}",
                                digest=_digest(data.fingerprint, context, len(images)),
                                profile={"images": len(images), "label_0": counts[0], "label_1": counts[1]})
-        mlflow.log_input(dataset, context=context, tags={"fingerprint": data.fingerprint,
-                                                         "synthetic": str(data.synthetic).lower()})
+        log_input(dataset, context=context, tags={"fingerprint": data.fingerprint,
+                                                  "synthetic": str(data.synthetic).lower()})
+
+
+def log_input(dataset, **kwargs) -> None:
+    """mlflow.log_input, tried again once when another process inserted the same dataset between
+    MLflow's check for it and its own insert (two study workers starting their first trials
+    together: the store refuses the second copy, and the trial failed). The second try finds the
+    dataset and links this run to it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, **kwargs)
+    except MlflowException as err:
+        # SQLite: "UNIQUE constraint failed"; PostgreSQL: "violates unique constraint"
+        if "unique constraint" not in str(err).lower():
+            raise
+        mlflow.log_input(dataset, **kwargs)
 
 
 def _digest(fingerprint: str, context: str, n: int) -> str:

@@ -219,3 +219,45 @@ def test_environment_sets_variables_for_the_block_and_restores_them(monkeypatch)
     with environment(AGESTUDY_TEST_UNSET="a", AGESTUDY_TEST_SET="b"):
         assert os.environ["AGESTUDY_TEST_UNSET"] == "a" and os.environ["AGESTUDY_TEST_SET"] == "b"
     assert "AGESTUDY_TEST_UNSET" not in os.environ and os.environ["AGESTUDY_TEST_SET"] == "before"
+
+
+def test_a_dataset_another_process_just_inserted_is_linked_not_a_failed_run(tracking, tmp_path, monkeypatch):
+    """Two study workers starting together both log the same dataset: MLflow checks that it is new,
+    the other worker inserts it, and the store refuses the second insert (seen as a failed trial in
+    test_two_workers_share_one_study). agestudy's log_input tries once more, which links the run to
+    the dataset the other process inserted; any other store error still fails the run."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
+
+    from agestudy.tracking import log_input
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = MetaDataset(source=resolve_dataset_source(str(tmp_path)), name="faces/train", digest="abc123")
+    with mlflow.start_run():  # the other worker, first to insert the dataset
+        mlflow.log_input(dataset, context="train")
+    real, calls = mlflow.log_input, []
+
+    def racing(ds, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:  # what the SQLite store raised when its check had missed the other insert
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        real(ds, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        log_input(dataset, context="train")
+    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and [(i.dataset.name, i.dataset.digest) for i in inputs] == [("faces/train", "abc123")]
+
+    def broken(ds, **kwargs):
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with pytest.raises(MlflowException, match="read-only"), mlflow.start_run():
+        log_input(dataset, context="train")
