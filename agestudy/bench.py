@@ -39,7 +39,7 @@ from agestudy.data import ImageSet, load_data, resolve_data_root
 from agestudy.data.augment import PIXEL_MEAN, PIXEL_STD
 from agestudy.engine import Trainer, next_batch, setup_training, train_step
 from agestudy.errors import UserError, cli_entry
-from agestudy.models import MODELS, create_model
+from agestudy.models import MODELS, STEM_STRIDES, create_model
 
 # ----------------------------------------------------------------------------- the loops
 
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--members", type=int, default=defaults.members,
                         help="ensemble size (members trained as one grouped network)")
     parser.add_argument("--width", type=int, default=defaults.width, help="efficient: channels of the first stage")
-    parser.add_argument("--stem-stride", type=int, default=defaults.stem_stride, choices=[0, 1, 2, 4],
+    parser.add_argument("--stem-stride", type=int, default=defaults.stem_stride, choices=[0, *STEM_STRIDES],
                         help="efficient: how much the stem shrinks the image (0: agestudy's default for the device)")
     parser.add_argument("--batch-size", type=int, default=0, help="per member; 0 = agestudy's default for the device")
     parser.add_argument("--crop", type=int, default=defaults.crop, help="side of the training crop")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from agestudy.data import AugmentConfig, ImageSet
 from agestudy.errors import UserError
-from agestudy.models import MODELS, model_knobs, supports_members
+from agestudy.models import MODELS, STEM_STRIDES, model_knobs, supports_members
 
 # Batch size (per member) when --batch-size is 0 (auto): small batches suit a CPU's few cores
 # and small data; a GPU needs large ones to be busy.
@@ -208,7 +208,8 @@ class TrainConfig:
             (0 <= self.grayscale <= 1, "grayscale must be a probability in [0, 1]"),
             (0 <= self.blur <= 1, "blur must be a probability in [0, 1]"),
             (0 <= self.erase <= 1, "erase must be a probability in [0, 1]"),
-            (self.stem_stride in (0, 1, 2, 4), "stem stride must be 1, 2 or 4 (or 0: auto)"),
+            (self.stem_stride in (0, *STEM_STRIDES),
+             f"stem stride must be one of {', '.join(map(str, STEM_STRIDES))} (or 0: auto)"),
             (1 <= self.members <= 16, "members must be between 1 and 16"),
             (0 <= self.distill <= 16, "distill (teacher networks) must be between 0 (off) and 16"),
             (0 <= self.val_fraction < 1, "validation fraction must be in [0, 1)"),

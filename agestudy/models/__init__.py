@@ -19,10 +19,10 @@ from torch import nn
 
 from agestudy.errors import UserError
 from agestudy.models.baseline import BaselineCNN
-from agestudy.models.efficient import EfficientCNN
+from agestudy.models.efficient import STEM_STRIDES, EfficientCNN
 from agestudy.models.members import MemberNetwork, pack_members, split_members
 
-__all__ = ["MODELS", "count_parameters", "create_model", "model_knobs", "n_members", "pack_members",
+__all__ = ["MODELS", "STEM_STRIDES", "count_parameters", "create_model", "model_knobs", "n_members", "pack_members",
            "split_members", "supports_members"]
 
 

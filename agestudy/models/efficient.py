@@ -14,6 +14,8 @@ from torch import nn
 
 from agestudy.models.members import GroupedLinear, MemberFlatten, MemberNetwork
 
+STEM_STRIDES = (1, 2, 4)  # how much the stem may shrink the image: the one list the config and the CLIs check
+
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, members: int = 1) -> nn.Sequential:
     return nn.Sequential(
@@ -42,8 +44,8 @@ class EfficientCNN(MemberNetwork):
     def __init__(self, width: int = 16, depth: int = 1, dropout: float = 0.2, stem_stride: int = 2,
                  members: int = 1, num_classes: int = 2):
         super().__init__()
-        if stem_stride not in (1, 2, 4):
-            raise ValueError("stem_stride must be 1, 2 or 4")
+        if stem_stride not in STEM_STRIDES:
+            raise ValueError(f"stem_stride must be one of {STEM_STRIDES}")
         self.members = members
         self.knobs = {"width": width, "depth": depth, "dropout": dropout, "stem_stride": stem_stride,
                       "num_classes": num_classes}
