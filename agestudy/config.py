@@ -100,6 +100,9 @@ class TrainConfig:
     blur: float = option(AugmentConfig.blur, "probability of a Gaussian blur of a training image; 0 = off")
     erase: float = option(AugmentConfig.erase, "probability of erasing a random rectangle of a training image "
                                                "(random erasing); 0 = off")
+    trivial: float = option(AugmentConfig.trivial, "probability of one TrivialAugment operation on a training "
+                                                   "image (torchvision's TrivialAugmentWide: shear, shift, "
+                                                   "rotation, colour, contrast, sharpness, ...); 0 = off")
     val_fraction: float = option(0.1, "share of train/ held out for validation (stratified, seeded); 0 = none")
     evals_per_epoch: int = option(4, "validations per epoch (points of the learning curve, pruning checks)")
     log_every: int = option(10, "iterations between training-loss points")
@@ -133,7 +136,8 @@ class TrainConfig:
     def augment(self) -> AugmentConfig:
         return AugmentConfig(crop=self.crop, padding=self.padding, flip=self.flip, jitter=self.jitter,
                              random_crop=self.random_crop, scale=self.scale, rotate=self.rotate,
-                             eval_flip=self.eval_flip, grayscale=self.grayscale, blur=self.blur, erase=self.erase)
+                             eval_flip=self.eval_flip, grayscale=self.grayscale, blur=self.blur, erase=self.erase,
+                             trivial=self.trivial)
 
     def model_kwargs(self) -> dict:
         knobs = {"width": self.width, "depth": self.depth, "dropout": self.dropout, "hidden": self.hidden,
@@ -208,6 +212,7 @@ class TrainConfig:
             (0 <= self.grayscale <= 1, "grayscale must be a probability in [0, 1]"),
             (0 <= self.blur <= 1, "blur must be a probability in [0, 1]"),
             (0 <= self.erase <= 1, "erase must be a probability in [0, 1]"),
+            (0 <= self.trivial <= 1, "trivial must be a probability in [0, 1]"),
             (self.stem_stride in (0, *STEM_STRIDES),
              f"stem stride must be one of {', '.join(map(str, STEM_STRIDES))} (or 0: auto)"),
             (1 <= self.members <= 16, "members must be between 1 and 16"),

@@ -252,6 +252,30 @@ def test_grayscale_blur_and_erase_are_per_sample_and_off_at_zero():
     assert len({tuple((v == 0).all(0).nonzero()[0].tolist()) for v in erased}) > 100  # its own place
 
 
+def test_trivial_augment_is_per_sample_seeded_by_the_generator_and_off_at_zero():
+    from agestudy.data.augment import trivial_augment
+
+    images = torch.randint(0, 256, (64, 3, 40, 40), dtype=torch.uint8)
+    assert torch.equal(trivial_augment(images, 0.0, torch.Generator().manual_seed(0)), images)
+    torch.manual_seed(1)
+    a = trivial_augment(images, 0.5, torch.Generator().manual_seed(3))
+    after = torch.rand(1)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after)  # torch's global random numbers are left as they were
+    torch.manual_seed(2)  # other global random numbers: the same views from the same generator
+    b = trivial_augment(images, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.dtype == torch.uint8
+    changed = (a != images).flatten(1).any(1)
+    chosen = torch.rand(64, generator=torch.Generator().manual_seed(3)) < 0.5  # the function's first draw
+    assert not (changed & ~chosen).any()  # only the chosen samples change
+    assert 0.7 * int(chosen.sum()) < int(changed.sum())  # most of them (none is one of its operations)
+    assert not torch.equal(a, trivial_augment(images, 0.5, torch.Generator().manual_seed(4)))
+    every = trivial_augment(images, 1.0, torch.Generator().manual_seed(3))
+    assert int((every != images).flatten(1).any(1).sum()) > 40  # each image its own operation, mostly not none
+    config = AugmentConfig(trivial=1.0)
+    assert config.geometric().trivial == 0.0  # test-time views never draw it
+
+
 def test_training_augmentation_leaves_evaluation_views_alone():
     from agestudy.predict import model_inputs
 

@@ -37,11 +37,12 @@ class AugmentConfig:
     grayscale: float = 0.0  # probability of turning an image grey (old or black-and-white photos)
     blur: float = 0.0  # probability of a Gaussian blur, sigma uniform in BLUR_SIGMA (soft or small photos)
     erase: float = 0.0  # probability of erasing a random rectangle (occlusion: hands, glasses, hair)
+    trivial: float = 0.0  # probability of one TrivialAugment operation (shear, shift, rotate, colour, ...)
 
     def geometric(self) -> AugmentConfig:
         """Training's random geometry alone (crop position, flip, zoom, rotation): what test-time
         crops draw, without colour jitter, grey, blur or erased patches."""
-        return replace(self, random_crop=True, jitter=0.0, grayscale=0.0, blur=0.0, erase=0.0)
+        return replace(self, random_crop=True, jitter=0.0, grayscale=0.0, blur=0.0, erase=0.0, trivial=0.0)
 
 
 BLUR_SIGMA = (0.3, 1.5)  # pixels of the 100x100 image: from barely soft to a 4x smaller photo upscaled
@@ -186,6 +187,28 @@ def random_erase(x: torch.Tensor, p: float, generator: torch.Generator | None = 
     return x.masked_fill(mask, value)
 
 
+def trivial_augment(images: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """TrivialAugment (Mueller and Hutter 2021; torchvision's ``TrivialAugmentWide``): each sample of a
+    uint8 batch gets, with probability p, one operation of random kind and random strength (shear,
+    shift, rotation, brightness, colour, contrast, sharpness, posterise, solarise, autocontrast,
+    equalise, or none). torchvision applies it one image at a time and draws from torch's global
+    random numbers: those are seeded here from ``generator``, so the same generator gives the same
+    views whatever else used the global ones (dropout does)."""
+    from torchvision.transforms import v2
+
+    chosen = (torch.rand(images.shape[0], generator=generator, device=images.device) < p).nonzero().flatten()
+    if len(chosen) == 0:
+        return images
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=images.device))
+    operation = v2.TrivialAugmentWide()
+    out = images.clone()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in chosen.tolist():
+            out[i] = operation(images[i])
+    return out
+
+
 def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training view of a uint8 batch -> normalised float batch (B x 3 x crop x crop)."""
     if cfg.random_crop:
@@ -194,6 +217,8 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
         images = center_crop(images, cfg.crop)
     if cfg.flip:
         images = random_flip(images, generator)
+    if cfg.trivial > 0:
+        images = trivial_augment(images, cfg.trivial, generator)
     photometric = cfg.grayscale > 0 or cfg.blur > 0
     if not (cfg.jitter > 0 or cfg.scale > 0 or cfg.rotate > 0 or photometric):
         return _erased(to_model_input(images), cfg, generator)
