@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -274,6 +275,13 @@ def test_trivial_augment_is_per_sample_seeded_by_the_generator_and_off_at_zero()
     assert int((every != images).flatten(1).any(1).sum()) > 40  # each image its own operation, mostly not none
     config = AugmentConfig(trivial=1.0)
     assert config.geometric().trivial == 0.0  # test-time views never draw it
+    # wired into training: the option reaches augment_batch, which applies it to the crop
+    from agestudy.config import TrainConfig
+
+    assert TrainConfig(trivial=0.5).augment().trivial == 0.5
+    plain = AugmentConfig(crop=40, padding=0, random_crop=False, flip=False, jitter=0.0)
+    trained = augment_batch(images, replace(plain, trivial=1.0), torch.Generator().manual_seed(3))
+    assert not torch.equal(trained, augment_batch(images, plain, torch.Generator().manual_seed(3)))
 
 
 def test_training_augmentation_leaves_evaluation_views_alone():

@@ -41,7 +41,7 @@ class AugmentConfig:
 
     def geometric(self) -> AugmentConfig:
         """Training's random geometry alone (crop position, flip, zoom, rotation): what test-time
-        crops draw, without colour jitter, grey, blur or erased patches."""
+        crops draw, without colour jitter, grey, blur, erased patches or TrivialAugment."""
         return replace(self, random_crop=True, jitter=0.0, grayscale=0.0, blur=0.0, erase=0.0, trivial=0.0)
 
 
